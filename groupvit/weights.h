@@ -1,0 +1,52 @@
+// Loading weights: a model directory written by scripts/convert_hf.py (config.json +
+// groupvit_weights.pt, a torch.save archive of plain tensors) or a Hugging Face snapshot
+// with model.safetensors, read directly without Python. Every tensor is checked against the
+// module tree by name, shape and dtype kind before anything is copied.
+#pragma once
+
+#include "groupvit/model.h"
+
+#include <torch/types.h>
+
+#include <map>
+#include <stdexcept>
+#include <string>
+
+namespace groupvit {
+
+class WeightsError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+using TensorMap = std::map<std::string, torch::Tensor>;
+
+// File names inside a model directory.
+inline constexpr const char* kArchiveFile = "groupvit_weights.pt";
+inline constexpr const char* kSafetensorsFile = "model.safetensors";
+inline constexpr const char* kConfigFile = "config.json";
+
+// Reads every tensor of a weights file: a torch.save zip archive of a {name: tensor} dict
+// (.pt, .bin) or a .safetensors file. Throws WeightsError naming the file and the problem.
+TensorMap read_weights_file(const std::string& path);
+TensorMap read_safetensors_file(const std::string& path);
+
+// Copies `tensors` into the module's parameters and buffers (converting dtype and device).
+// Throws WeightsError listing missing, unexpected and mis-shaped tensors. Tolerated: the
+// reference's non-persistent text position_ids, and BatchNorm counters absent from old files.
+void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, const std::string& source);
+
+struct LoadOptions {
+  torch::Device device = torch::kCPU;
+  torch::Dtype dtype = torch::kFloat;
+};
+
+// The weights file load_model would read in `dir`: the converter's archive first, then
+// model.safetensors. Throws WeightsError when there is none.
+std::string find_weights_file(const std::string& dir);
+
+// Reads config.json and the weights of a model directory; returns the model in eval mode on
+// the requested device and dtype.
+GroupViTModel load_model(const std::string& dir, const LoadOptions& options = {});
+
+}  // namespace groupvit

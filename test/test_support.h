@@ -1,0 +1,46 @@
+// Helpers shared by the test suites: where fixtures live and how to read the reference
+// outputs that the Python fixture scripts write with torch.save({...}).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace groupvit::test {
+
+// Folder the fixture scripts wrote to (CTest sets GROUPVIT_FIXTURES).
+inline std::string fixtures_dir() {
+  const char* dir = std::getenv("GROUPVIT_FIXTURES");
+  if (!dir) throw std::runtime_error("GROUPVIT_FIXTURES is not set: run the tests through ctest");
+  return dir;
+}
+
+inline std::string source_dir() {
+  const char* dir = std::getenv("GROUPVIT_SOURCE_DIR");
+  if (!dir) throw std::runtime_error("GROUPVIT_SOURCE_DIR is not set: run the tests through ctest");
+  return dir;
+}
+
+// Reads a file written by Python's torch.save of a plain dict {str: tensor | int | float | str}.
+inline c10::Dict<c10::IValue, c10::IValue> load_pickled_dict(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open fixture " + path);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return torch::pickle_load(bytes).toGenericDict();
+}
+
+inline std::map<std::string, torch::Tensor> load_tensor_dict(const std::string& path) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& item : load_pickled_dict(path)) {
+    if (item.value().isTensor()) out[item.key().toStringRef()] = item.value().toTensor();
+  }
+  return out;
+}
+
+}  // namespace groupvit::test
