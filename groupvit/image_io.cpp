@@ -7,7 +7,9 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -46,7 +48,8 @@ struct TiffIfd0 {
   bool valid = false;  // a TIFF header and a readable IFD0
   int64_t width = 0;
   int64_t height = 0;
-  int orientation = 0;  // 0: the tag is absent
+  int orientation = -1;  // -1: the tag is absent
+  bool alpha_extra_sample = false;  // ExtraSamples says associated (1) or unassociated (2) alpha
 };
 
 // Reads the first image file directory of a classic TIFF structure (a TIFF file, or an EXIF payload).
@@ -71,6 +74,9 @@ TiffIfd0 parse_tiff_ifd0(ByteView b) {
     const size_t e = ifd + 2 + i * 12;
     if (!b.has(e, 12)) break;
     const uint32_t tag = r16(e), type = r16(e + 2), count = r32(e + 4);
+    if (tag == 338 && type == 3 && count <= 2) {  // ExtraSamples, SHORTs stored inline
+      for (uint32_t k = 0; k < count; ++k) out.alpha_extra_sample |= r16(e + 8 + 2 * k) == 1 || r16(e + 8 + 2 * k) == 2;
+    }
     if (count != 1) continue;  // Pillow would see a tuple, which no orientation rule matches
     int64_t value;
     if (type == 3) {
@@ -89,19 +95,16 @@ TiffIfd0 parse_tiff_ifd0(ByteView b) {
   return out;
 }
 
-// Orientation tag of an EXIF payload (optionally prefixed by "Exif\0\0", once or twice); 0 when absent.
+// Orientation tag of an EXIF payload (optionally prefixed by "Exif\0\0", once or twice); -1 when absent.
 int exif_orientation(const std::vector<uint8_t>& exif) {
-  ByteView b(exif.data(), exif.size());
+  const ByteView b(exif.data(), exif.size());
   size_t skip = 0;
-  for (int i = 0; i < 2 && b.starts_with(skip, std::string("Exif\0\0", 6).c_str()) && b.has(skip, 6) &&
-                  std::memcmp(exif.data() + skip, "Exif\0\0", 6) == 0;
-       ++i) {
-    skip += 6;
-  }
+  for (int i = 0; i < 2 && b.has(skip, 6) && std::memcmp(exif.data() + skip, "Exif\0\0", 6) == 0; ++i) skip += 6;
   return parse_tiff_ifd0(b.sub(skip, b.size() - skip)).orientation;
 }
 
-// Pillow's fallback when EXIF has no orientation: the first match of tiff:Orientation(="|>)([0-9]) in XMP.
+// Pillow's fallback when EXIF has no orientation: the first match of tiff:Orientation(="|>)([0-9]) in XMP;
+// -1 when there is none.
 int xmp_orientation(const std::string& xmp) {
   const std::string key = "tiff:Orientation";
   for (size_t pos = xmp.find(key); pos != std::string::npos; pos = xmp.find(key, pos + 1)) {
@@ -115,7 +118,7 @@ int xmp_orientation(const std::string& xmp) {
     }
     if (p < xmp.size() && xmp[p] >= '0' && xmp[p] <= '9') return xmp[p] - '0';
   }
-  return 0;
+  return -1;
 }
 
 struct Metadata {
@@ -123,6 +126,9 @@ struct Metadata {
   std::vector<uint8_t> exif;
   bool has_exif = false;
   std::string xmp;
+  size_t jpeg_scan_start = 0;  // offset of the first start-of-scan marker; 0 if none was found
+  bool tiff_alpha = false;
+  std::optional<std::array<uint8_t, 3>> transparent_color;  // PNG tRNS colour key, as Pillow derives it
 };
 
 void probe_jpeg(ByteView b, Metadata& m) {
@@ -134,7 +140,8 @@ void probe_jpeg(ByteView b, Metadata& m) {
     const uint32_t marker = b.u8(p + 1);
     p += 2;
     if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD8)) continue;  // markers without a length
-    if (marker == 0xD9 || marker == 0xDA) return;                        // end of image, start of scan
+    if (marker == 0xDA) m.jpeg_scan_start = p;
+    if (marker == 0xD9 || marker == 0xDA) return;  // end of image, start of scan
     if (!b.has(p, 2)) return;
     const size_t length = b.be16(p);
     if (length < 2 || !b.has(p, length)) return;
@@ -155,7 +162,41 @@ void probe_jpeg(ByteView b, Metadata& m) {
   }
 }
 
+// Pillow keeps a PNG tRNS colour key in info["transparency"] through convert("RGB") for palette images with a
+// single fully transparent entry (the key is that entry's colour), and for grey and RGB images (the stored
+// value, compared with the 8-bit pixels as is). Palettes with graded alpha, bilevel and 16-bit grey images
+// end up without a usable key.
+std::optional<std::array<uint8_t, 3>> png_colour_key(uint32_t colour_type, uint32_t depth, ByteView palette,
+                                                     ByteView trns) {
+  if (colour_type == 3) {
+    size_t zero = trns.size();
+    for (size_t i = 0; i < trns.size(); ++i) {
+      if (trns.u8(i) == 0x00 && zero == trns.size()) {
+        zero = i;
+      } else if (trns.u8(i) != 0xFF) {
+        return std::nullopt;  // graded alpha: Pillow drops the transparency on convert("RGB")
+      }
+    }
+    if (zero == trns.size() || !palette.has(zero * 3, 3)) return std::nullopt;
+    return std::array<uint8_t, 3>{static_cast<uint8_t>(palette.u8(zero * 3)),
+                                  static_cast<uint8_t>(palette.u8(zero * 3 + 1)),
+                                  static_cast<uint8_t>(palette.u8(zero * 3 + 2))};
+  }
+  if (colour_type == 0 && depth >= 2 && depth <= 8 && trns.has(0, 2) && trns.be16(0) <= 255) {
+    const auto v = static_cast<uint8_t>(trns.be16(0));
+    return std::array<uint8_t, 3>{v, v, v};
+  }
+  if (colour_type == 2 && trns.has(0, 6) && trns.be16(0) <= 255 && trns.be16(2) <= 255 && trns.be16(4) <= 255) {
+    return std::array<uint8_t, 3>{static_cast<uint8_t>(trns.be16(0)), static_cast<uint8_t>(trns.be16(2)),
+                                  static_cast<uint8_t>(trns.be16(4))};
+  }
+  return std::nullopt;
+}
+
 void probe_png(ByteView b, Metadata& m) {
+  uint32_t colour_type = 0, depth = 0;
+  ByteView palette(nullptr, 0), trns(nullptr, 0);
+  bool has_trns = false;
   size_t p = 8;
   while (b.has(p, 8)) {
     const size_t length = b.be32(p);
@@ -164,9 +205,16 @@ void probe_png(ByteView b, Metadata& m) {
     const ByteView data = b.sub(p + 8, length);
     const std::string text_key(reinterpret_cast<const char*>(data.data()),
                                strnlen(reinterpret_cast<const char*>(data.data()), data.size()));
-    if (b.starts_with(type, "IHDR") && data.has(0, 8)) {
+    if (b.starts_with(type, "IHDR") && data.has(0, 10)) {
       m.info.width = data.be32(0);
       m.info.height = data.be32(4);
+      depth = data.u8(8);
+      colour_type = data.u8(9);
+    } else if (b.starts_with(type, "PLTE")) {
+      palette = data;
+    } else if (b.starts_with(type, "tRNS")) {
+      trns = data;
+      has_trns = true;
     } else if (b.starts_with(type, "eXIf")) {
       m.exif.assign(data.data(), data.data() + data.size());
       m.has_exif = true;
@@ -210,10 +258,11 @@ void probe_png(ByteView b, Metadata& m) {
       }
       if (!compressed && q <= data.size()) m.xmp.assign(data.data() + q, data.data() + data.size());
     } else if (b.starts_with(type, "IEND")) {
-      return;
+      break;
     }
     p += 12 + length;
   }
+  if (has_trns) m.transparent_color = png_colour_key(colour_type, depth, palette, trns);
 }
 
 void probe_webp(ByteView b, Metadata& m) {
@@ -258,6 +307,7 @@ void probe_bmp(ByteView b, Metadata& m) {
 
 Metadata read_metadata(const uint8_t* data, size_t size) {
   Metadata m;
+  int tiff_orientation = -1;
   const ByteView b(data, size);
   if (b.has(0, 3) && b.u8(0) == 0xFF && b.u8(1) == 0xD8 && b.u8(2) == 0xFF) {
     m.info.format = ImageFormat::kJpeg;
@@ -271,38 +321,30 @@ Metadata read_metadata(const uint8_t* data, size_t size) {
   } else if (b.starts_with(0, "BM")) {
     m.info.format = ImageFormat::kBmp;
     probe_bmp(b, m);
-  } else if (b.starts_with(0, "II*") || b.starts_with(0, "MM\0*") || (b.has(0, 4) && b.starts_with(0, "MM") &&
-                                                                     b.u8(2) == 0 && b.u8(3) == 42)) {
+  } else if (b.has(0, 4) && ((b.starts_with(0, "II") && b.le16(2) == 42) || (b.starts_with(0, "MM") && b.be16(2) == 42))) {
     m.info.format = ImageFormat::kTiff;
     const TiffIfd0 ifd = parse_tiff_ifd0(b);
     m.info.width = ifd.width;
     m.info.height = ifd.height;
-    // A TIFF's own IFD0 is its EXIF for Pillow's getexif.
-    if (ifd.orientation != 0) m.info.orientation = ifd.orientation;
+    tiff_orientation = ifd.orientation;  // a TIFF's own IFD0 is its EXIF for Pillow's getexif
+    m.tiff_alpha = ifd.alpha_extra_sample;
   }
-  if (m.has_exif) {
-    const int o = exif_orientation(m.exif);
-    if (o != 0) m.info.orientation = o;
-  }
-  if (m.info.orientation == 1 && !m.has_exif && !m.xmp.empty()) {
-    // XMP counts only when EXIF has no Orientation tag at all.
-    const int o = xmp_orientation(m.xmp);
-    if (o != 0) m.info.orientation = o;
-  } else if (m.info.orientation == 1 && m.has_exif && exif_orientation(m.exif) == 0 && !m.xmp.empty()) {
-    const int o = xmp_orientation(m.xmp);
-    if (o != 0) m.info.orientation = o;
-  }
-  if (m.info.orientation < 1 || m.info.orientation > 8) m.info.orientation = 1;  // Pillow ignores other values
+  int orientation = m.has_exif ? exif_orientation(m.exif) : tiff_orientation;
+  if (orientation == -1 && !m.xmp.empty()) orientation = xmp_orientation(m.xmp);  // only without an EXIF tag
+  // Pillow acts on 2..8 only; 1, a missing tag and any other value leave the image as stored.
+  m.info.orientation = (orientation >= 1 && orientation <= 8) ? orientation : 1;
   return m;
 }
 
 // ---- pixels ---------------------------------------------------------------------------------------------
 
 // JPEG decoders conceal truncation (libjpeg pads missing rows with grey) where Pillow raises "image file is
-// truncated"; entropy-coded data cannot contain FF D9, so a JPEG without it after the first scan is cut short.
-bool jpeg_has_end_marker(const uint8_t* data, size_t size) {
-  for (size_t i = size; i >= 2; --i) {
-    if (data[i - 2] == 0xFF && data[i - 1] == 0xD9) return true;
+// truncated". Entropy-coded data cannot contain FF D9, so a JPEG without it after its first scan is cut short
+// (searching from the scan skips the end marker of an EXIF thumbnail).
+bool jpeg_is_complete(const uint8_t* data, size_t size, size_t scan_start) {
+  if (scan_start == 0) return false;
+  for (size_t i = scan_start; i + 1 < size; ++i) {
+    if (data[i] == 0xFF && data[i + 1] == 0xD9) return true;
   }
   return false;
 }
@@ -391,14 +433,15 @@ RgbImage decode_image_bytes(const uint8_t* data, size_t size, bool apply_exif_or
   if (size > static_cast<size_t>(std::numeric_limits<int>::max())) {
     throw ImageError(name + ": " + std::to_string(size) + " bytes is more than the decoder accepts (2 GiB)");
   }
-  const ImageFileInfo info = read_metadata(data, size).info;
+  const Metadata meta = read_metadata(data, size);
+  const ImageFileInfo& info = meta.info;
   if (info.format == ImageFormat::kUnknown) {
     throw ImageError(name + ": not a recognised image (expected JPEG, PNG, BMP, TIFF or WebP data)");
   }
   const std::string what = name + " (" + image_format_name(info.format) + ")";
   // Refuse oversized images from the header, before the decoder allocates for them.
   if (info.width > 0 && info.height > 0) check_image_size(info.height, info.width, what);
-  if (info.format == ImageFormat::kJpeg && !jpeg_has_end_marker(data, size)) {
+  if (info.format == ImageFormat::kJpeg && !jpeg_is_complete(data, size, meta.jpeg_scan_start)) {
     throw ImageError(what + ": truncated JPEG (no end-of-image marker); the file is incomplete");
   }
   cv::Mat decoded;
@@ -411,8 +454,18 @@ RgbImage decode_image_bytes(const uint8_t* data, size_t size, bool apply_exif_or
   }
   if (decoded.empty()) throw ImageError(what + ": cannot decode: the data is truncated or corrupt");
   check_image_size(decoded.rows, decoded.cols, what);
-  if (apply_exif_orientation) decoded = apply_orientation(decoded, info.orientation);
-  return to_rgb(decoded, what);
+  if (info.format == ImageFormat::kTiff && meta.tiff_alpha && decoded.depth() == CV_8U) {
+    throw ImageError(what + ": 8-bit TIFF with an alpha channel is not supported: OpenCV's TIFF reader " +
+                     "premultiplies the colours by alpha, Pillow keeps them; convert the image to PNG");
+  }
+  // TIFF readers (libtiff in OpenCV, and Pillow's TIFF plugin) orient the image while loading it; the other
+  // formats arrive as stored and are turned here, as Pillow's exif_transpose turns them.
+  if (apply_exif_orientation && info.format != ImageFormat::kTiff) {
+    decoded = apply_orientation(decoded, info.orientation);
+  }
+  RgbImage out = to_rgb(decoded, what);
+  out.transparent_color = meta.transparent_color;
+  return out;
 }
 
 RgbImage decode_image_bytes(const std::vector<uint8_t>& bytes, bool apply_exif_orientation, const std::string& name) {

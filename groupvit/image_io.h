@@ -31,9 +31,12 @@ ImageFileInfo probe_image(const uint8_t* data, size_t size);
 
 // Decodes an image the way Pillow's convert("RGB") sees it: grey replicated to RGB, alpha dropped without
 // compositing, palettes expanded, 16-bit colour reduced to its high byte, 16-bit grey clipped at 255 (Pillow's
-// I;16 -> RGB conversion), and the EXIF orientation applied unless `apply_exif_orientation` is false.
+// I;16 -> RGB conversion), a PNG tRNS colour key kept in transparent_color, and the EXIF orientation applied
+// unless `apply_exif_orientation` is false (TIFF files are always oriented: both OpenCV and Pillow do it while
+// loading). CMYK JPEGs are converted by OpenCV, which rounds differently from Pillow (at most one level).
 // Throws ImageError naming `name` (or `path`) and the reason: missing or empty file, unknown format,
-// truncated or corrupt data, or more than kMaxImagePixels pixels (checked from the header before decoding).
+// truncated or corrupt data, 8-bit TIFF with alpha (OpenCV premultiplies it), or more than kMaxImagePixels
+// pixels (checked from the header before decoding).
 RgbImage decode_image_file(const std::string& path, bool apply_exif_orientation = true);
 RgbImage decode_image_bytes(const uint8_t* data, size_t size, bool apply_exif_orientation = true,
                             const std::string& name = "<image bytes>");

@@ -338,8 +338,7 @@ ImagePreprocessConfig ImagePreprocessConfig::from_json_string(const std::string&
   read_bool(obj, "do_normalize", c.do_normalize, source);
   read_channels(obj, "image_mean", c.image_mean, source);
   read_channels(obj, "image_std", c.image_std, source);
-  bool convert_rgb = true;  // read for type checking only: RgbImage is RGB by construction
-  read_bool(obj, "do_convert_rgb", convert_rgb, source);
+  read_bool(obj, "do_convert_rgb", c.do_convert_rgb, source);
   c.validate(source);
   return c;
 }
@@ -455,9 +454,18 @@ RgbImage resize_pillow(const RgbImage& src, int64_t out_width, int64_t out_heigh
   const bool horizontal = out_width != src.width;
   const bool vertical = out_height != src.height;
   if (!horizontal && !vertical) return src;
-  if (horizontal && !vertical) return resample_horizontal(src, out_width, precompute_weights(src.width, out_width, f));
+  if (!vertical) return resample_horizontal(src, out_width, precompute_weights(src.width, out_width, f));
   if (!horizontal) return resample_vertical(src, out_height, precompute_weights(src.height, out_height, f));
-  // The intermediate (out_width x src.height) must fit the pixel limit too.
+  // The order of the passes changes the rounding of the 8-bit intermediate. Pillow 13 runs the vertical pass
+  // first when it removes more than twice as many rows as the horizontal pass removes columns, else the
+  // horizontal one (older Pillow: always horizontal first). Measured against Pillow 13.0.0 on thousands of
+  // size pairs, all five filters, exact at every boundary; see scripts/make_image_fixtures.py's resize cases.
+  const bool vertical_first = out_height < src.height && (src.height - out_height) > 2 * (src.width - out_width);
+  if (vertical_first) {
+    check_image_size(out_height, src.width, "resize intermediate");
+    const RgbImage tall = resample_vertical(src, out_height, precompute_weights(src.height, out_height, f));
+    return resample_horizontal(tall, out_width, precompute_weights(src.width, out_width, f));
+  }
   check_image_size(src.height, out_width, "resize intermediate");
   const RgbImage wide = resample_horizontal(src, out_width, precompute_weights(src.width, out_width, f));
   return resample_vertical(wide, out_height, precompute_weights(src.height, out_height, f));
@@ -503,13 +511,27 @@ RgbImage center_crop(const RgbImage& src, int64_t crop_height, int64_t crop_widt
 
 // ---- the pipeline ---------------------------------------------------------------------------------------
 
+RgbImage composite_transparent_color_on_white(const RgbImage& image) {
+  check_rgb_image(image, "convert_to_rgb input");
+  RgbImage out = image;
+  out.transparent_color.reset();
+  if (!image.transparent_color) return out;
+  const auto key = *image.transparent_color;
+  for (size_t i = 0; i < out.pixels.size(); i += 3) {
+    uint8_t* p = out.pixels.data() + i;
+    if (p[0] == key[0] && p[1] == key[1] && p[2] == key[2]) p[0] = p[1] = p[2] = 255;
+  }
+  return out;
+}
+
 RgbImage preprocess_uint8(const RgbImage& image, const ImagePreprocessConfig& config) {
   check_rgb_image(image, "preprocess input");
   config.validate();
-  RgbImage out = image;
+  RgbImage out = config.do_convert_rgb ? composite_transparent_color_on_white(image) : image;
+  out.transparent_color.reset();
   if (config.do_resize) {
     const auto [h, w] = resize_output_size(image.height, image.width, config);
-    out = resize_pillow(image, w, h, config.resample);
+    out = resize_pillow(out, w, h, config.resample);
   }
   if (config.do_center_crop) out = center_crop(out, config.crop_height, config.crop_width);
   return out;

@@ -36,6 +36,9 @@ enum class SizeRule {
 // The values of a preprocessor_config.json (CLIPImageProcessor keys). Missing keys take CLIPImageProcessor's
 // defaults, which are the initial values below.
 struct ImagePreprocessConfig {
+  // Paint pixels of the image's transparent_color white (CLIPImageProcessor's convert_to_rgb composites
+  // transparency onto white; RgbImage has no alpha left, only Pillow's colour key can reach this step).
+  bool do_convert_rgb = true;
   bool do_resize = true;
   SizeRule size_rule = SizeRule::kShortestEdge;
   int64_t shortest_edge = 224;  // kShortestEdge, kShortestLongestEdge, kMmcvRescale
@@ -53,8 +56,7 @@ struct ImagePreprocessConfig {
   std::array<double, 3> image_std = {0.26862954, 0.26130258, 0.27577711};
 
   // Reads a preprocessor_config.json. Accepts the legacy forms too ("size": 224, "crop_size": 224,
-  // "size": [h, w]); throws ImageError naming the file and key for anything else. "do_convert_rgb" is
-  // accepted and needs no action: RgbImage is always RGB (image_io converts like Pillow's convert("RGB")).
+  // "size": [h, w]); throws ImageError naming the file and key for anything else.
   static ImagePreprocessConfig from_file(const std::string& path);
   static ImagePreprocessConfig from_json_string(const std::string& text,
                                                 const std::string& source = "preprocessor_config.json");
@@ -70,8 +72,9 @@ struct ImagePreprocessConfig {
   void validate(const std::string& source = "image preprocess config") const;
 };
 
-// Bit-exact Pillow Image.resize for RGB images: separable convolution, horizontal pass first into a rounded
-// 8-bit image, support widened by the scale factor when reducing (antialiasing), 22-bit fixed-point weights.
+// Bit-exact Pillow (13.0) Image.resize for RGB images: separable convolution in two passes through a rounded
+// 8-bit intermediate (pass order as Pillow 13 picks it), support widened by the scale factor when reducing
+// (antialiasing), weights in 22-bit fixed point.
 RgbImage resize_pillow(const RgbImage& src, int64_t out_width, int64_t out_height, ResampleFilter filter);
 RgbImage resize_bicubic_pillow(const RgbImage& src, int64_t out_width, int64_t out_height);
 
@@ -85,7 +88,11 @@ RgbImage resize_shortest_edge(const RgbImage& src, int64_t shortest_edge);
 // than the crop it is first padded with black, centred (pad before = ceil(missing / 2)).
 RgbImage center_crop(const RgbImage& src, int64_t crop_height, int64_t crop_width);
 
-// Resize and crop as configured: the 8-bit image just before rescale/normalise (for parity checks).
+// CLIPImageProcessor's convert_to_rgb for an image that is already RGB: pixels equal to transparent_color
+// become white (alpha compositing of a colour key onto white); the result has no transparent_color.
+RgbImage composite_transparent_color_on_white(const RgbImage& image);
+
+// Convert, resize and crop as configured: the 8-bit image just before rescale/normalise (for parity checks).
 RgbImage preprocess_uint8(const RgbImage& image, const ImagePreprocessConfig& config);
 
 // Rescale and normalise an 8-bit image into float32 [3, H, W] with the reference's arithmetic: float64

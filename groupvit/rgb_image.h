@@ -2,7 +2,9 @@
 // (image_preprocess.h), with the size limit both enforce. Header-only and free of LibTorch and OpenCV.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -36,6 +38,10 @@ struct RgbImage {
   int64_t height = 0;
   int64_t width = 0;
   std::vector<uint8_t> pixels;
+  // A colour key, as Pillow keeps it in info["transparency"] through convert("RGB") (PNG tRNS: the transparent
+  // palette entry's colour, a grey level or an RGB value). Not alpha: the pixels keep their colour, but
+  // CLIPImageProcessor's convert_to_rgb paints pixels of exactly this colour white, and so does preprocess.
+  std::optional<std::array<uint8_t, 3>> transparent_color;
 
   RgbImage() = default;
   // Zero-filled; throws ImageError for an empty or oversized shape.

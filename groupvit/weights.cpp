@@ -185,7 +185,8 @@ std::string find_weights_file(const std::string& dir) {
     if (fs::exists(path)) return path.string();
   }
   if (fs::exists(fs::path(dir) / "pytorch_model.bin"))
-    return (fs::path(dir) / "pytorch_model.bin").string();
+    throw WeightsError(dir + ": has only pytorch_model.bin, a Python pickle that LibTorch cannot read; convert "
+                       "the directory with scripts/convert_hf.py");
   throw WeightsError(dir + ": no weights found (expected " + kArchiveFile + " from scripts/convert_hf.py, or " +
                      kSafetensorsFile + ")");
 }
