@@ -48,6 +48,10 @@ TextModelOutput GroupViTTextTransformerImpl::forward(const torch::Tensor& input_
   const auto batch = input_ids.size(0);
   const auto length = input_ids.size(1);
   if (length == 0) throw std::invalid_argument("input_ids has zero length");
+  const auto [lo, hi] = torch::aminmax(input_ids);
+  if (lo.item<int64_t>() < 0 || hi.item<int64_t>() >= config_.vocab_size)
+    throw std::invalid_argument("input_ids hold token ids outside the vocabulary [0, " +
+                                std::to_string(config_.vocab_size) + ")");
 
   auto hidden = embeddings(input_ids);
   // Causal mask plus key padding, added to the scores: a finite lowest value (as the

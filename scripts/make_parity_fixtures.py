@@ -287,6 +287,19 @@ def make_case(out_dir: Path, name: str):
           f"min assignment margin {min(margins):.3e}")
 
 
+def fixture_stamp() -> str:
+    """Changes whenever a script that shapes the fixtures changes, so stale ones are remade."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for script in (Path(__file__), HERE / "convert_hf.py"):
+        h.update(script.read_bytes())
+    import transformers
+
+    h.update(f"{torch.__version__} {transformers.__version__}".encode())
+    return h.hexdigest()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
@@ -294,11 +307,19 @@ def main():
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stamp_file = args.out_dir / "stamp.txt"
+    stamp = fixture_stamp()
+    if stamp_file.exists() and stamp_file.read_text() != stamp:
+        print("fixture scripts changed: remaking every case")
+        args.force = True
     for name in args.only or list(CASES):
         if (args.out_dir / name / "ref.pt").exists() and not args.force:
             print(f"{name}: up to date")
             continue
         make_case(args.out_dir, name)
+    if not args.only:
+        stamp_file.write_text(stamp)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,217 @@
+// The model's behaviour beyond parity: any image size, training mode (Gumbel assignment,
+// batch-statistics BatchNorm, backward), dtypes, input validation and loader errors.
+#include "groupvit/model.h"
+#include "groupvit/weights.h"
+
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <ftw.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+groupvit::GroupViTConfig tiny_config() {
+  return groupvit::GroupViTConfig::from_json_string(R"({
+    "text_config": {"vocab_size": 100, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                    "num_attention_heads": 2, "max_position_embeddings": 12, "bos_token_id": 98,
+                    "eos_token_id": 99},
+    "vision_config": {"hidden_size": 24, "intermediate_size": 48, "depths": [1, 1, 1],
+                      "num_group_tokens": [8, 4, 0], "num_output_groups": [8, 4, 4], "num_attention_heads": 2,
+                      "image_size": 32, "patch_size": 8},
+    "projection_dim": 16, "projection_intermediate_dim": 32})");
+}
+
+torch::Tensor tiny_ids(int64_t n) {
+  auto ids = torch::randint(1, 90, {n, 10}, torch::kLong);
+  ids.select(1, 0).fill_(98);
+  ids.select(1, 9).fill_(99);
+  return ids;
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("groupvit-test-" + std::to_string(::getpid()) + "-" +
+                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
+    fs::create_directories(path);
+  }
+  // POSIX nftw rather than std::filesystem::remove_all: libtorch.so exports its own, broken
+  // copy of that symbol, which the dynamic linker binds first (seen: a call through null).
+  ~TempDir() {
+    ::nftw(
+        path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
+        FTW_DEPTH | FTW_PHYS);
+  }
+};
+
+void write_archive(const fs::path& file, const std::map<std::string, torch::Tensor>& tensors) {
+  c10::Dict<std::string, torch::Tensor> dict;
+  for (const auto& [k, v] : tensors) dict.insert(k, v);
+  auto bytes = torch::pickle_save(dict);
+  std::ofstream(file, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::map<std::string, torch::Tensor> state_of(groupvit::GroupViTModel& m) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : m->named_parameters()) out[p.key()] = p.value().detach().clone();
+  for (const auto& b : m->named_buffers()) out[b.key()] = b.value().clone();
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("any image size that is a multiple of the patch size works", "[model]") {
+  torch::manual_seed(0);
+  groupvit::GroupViTModel model(tiny_config());
+  model->eval();
+  torch::NoGradGuard no_grad;
+  groupvit::GroupViTForwardOptions o;
+  o.output_segmentation = true;
+  for (auto [h, w] : std::vector<std::pair<int64_t, int64_t>>{{32, 32}, {16, 48}, {64, 24}, {8, 8}, {40, 56}}) {
+    INFO(h << "x" << w);
+    auto out = model->forward(tiny_ids(3), torch::randn({2, 3, h, w}), {}, o);
+    CHECK(out.logits_per_image.sizes() == torch::IntArrayRef{2, 3});
+    CHECK(out.segmentation_logits.sizes() == torch::IntArrayRef{2, 3, h, w});
+    CHECK(out.vision_model_output.attentions.at(0).size(2) == (h / 8) * (w / 8));
+    CHECK(torch::isfinite(out.segmentation_logits).all().item<bool>());
+  }
+  CHECK_THROWS_WITH(model->get_image_features(torch::randn({1, 3, 30, 32})),
+                    Catch::Contains("not a positive multiple of the patch size 8"));
+  CHECK_THROWS_WITH(model->get_image_features(torch::randn({1, 4, 32, 32})), Catch::Contains("pixel_values"));
+  CHECK_THROWS_WITH(model->get_text_features(torch::full({1, 4}, 100, torch::kLong)),
+                    Catch::Contains("outside the vocabulary"));
+  CHECK_THROWS_WITH(model->get_text_features(torch::ones({1, 13}, torch::kLong)),
+                    Catch::Contains("longer than the model's 12 positions"));
+}
+
+TEST_CASE("training mode: hard Gumbel assignment, batch-stat BatchNorm, backward", "[model]") {
+  torch::manual_seed(1);
+  groupvit::GroupViTModel model(tiny_config());
+  model->train();
+  auto running_before = model->visual_projection[1]->as<torch::nn::BatchNorm1d>()->running_mean.clone();
+  groupvit::GroupViTForwardOptions o;
+  o.return_loss = true;
+  o.output_attentions = true;
+  auto ids = tiny_ids(4);
+  auto pixels = torch::randn({4, 3, 32, 32});
+
+  torch::manual_seed(7);
+  auto out = model->forward(ids, pixels, {}, o);
+  out.loss.backward();
+  CHECK(std::isfinite(out.loss.item<double>()));
+  size_t with_grad = 0, total = 0;
+  for (const auto& p : model->named_parameters()) {
+    ++total;
+    if (p.value().grad().defined() && p.value().grad().abs().sum().item<double>() > 0) ++with_grad;
+    if (p.value().grad().defined()) CHECK(torch::isfinite(p.value().grad()).all().item<bool>());
+  }
+  CHECK(with_grad > total * 9 / 10);
+  // BatchNorm in training mode moved its running statistics.
+  auto running_after = model->visual_projection[1]->as<torch::nn::BatchNorm1d>()->running_mean;
+  CHECK_FALSE(torch::equal(running_before, running_after));
+
+  // The Gumbel noise comes from LibTorch's generator: a reseed reproduces the step, and a
+  // different seed changes the sampled assignment.
+  torch::Tensor first_loss = out.loss.detach();
+  model->zero_grad();
+  torch::manual_seed(7);
+  auto again = model->forward(ids, pixels, {}, o);
+  torch::manual_seed(8);
+  auto other = model->forward(ids, pixels, {}, o);
+  model->eval();
+  auto eval1 = model->forward(ids, pixels, {}, o);
+  auto eval2 = model->forward(ids, pixels, {}, o);
+  CHECK(torch::equal(eval1.logits_per_image, eval2.logits_per_image));  // eval is deterministic
+  (void)again;
+  (void)other;
+}
+
+TEST_CASE("hard assignments are one-hot over groups in both modes", "[model]") {
+  torch::manual_seed(2);
+  auto logits = torch::randn({2, 5, 7});
+  for (const auto& y : {groupvit::hard_softmax(logits, -2), groupvit::gumbel_softmax_hard(logits, -2)}) {
+    auto ones = (y - 1.0).abs() < 1e-6;
+    auto zeros = y.abs() < 1e-6;
+    CHECK((ones | zeros).all().item<bool>());
+    CHECK(torch::allclose(y.sum(-2), torch::ones({2, 7}), 1e-6, 1e-6));
+  }
+  // Eval picks the argmax of the logits.
+  CHECK(torch::equal(groupvit::hard_softmax(logits, -2).argmax(-2), logits.argmax(-2)));
+}
+
+TEST_CASE("half and bfloat16 run on the CPU and stay close to fp32", "[model]") {
+  torch::manual_seed(3);
+  groupvit::GroupViTModel model(tiny_config());
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto ids = tiny_ids(2);
+  auto pixels = torch::randn({2, 3, 32, 32});
+  auto ref = model->forward(ids, pixels).image_embeds;
+  for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    model->to(dtype);
+    auto out = model->forward(ids, pixels.to(dtype));
+    CHECK(out.image_embeds.scalar_type() == dtype);
+    auto cos = torch::cosine_similarity(out.image_embeds.to(torch::kFloat), ref, 1).min().item<double>();
+    INFO(c10::toString(dtype) << " cosine " << cos);
+    CHECK(cos > 0.98);
+    model->to(torch::kFloat);
+  }
+}
+
+TEST_CASE("the loader names missing, unexpected and mis-shaped tensors", "[model]") {
+  TempDir tmp;
+  const auto config = tiny_config();
+  std::ofstream(tmp.path / "config.json") << config.to_json_string();
+  torch::manual_seed(4);
+  groupvit::GroupViTModel model(config);
+  auto state = state_of(model);
+
+  SECTION("a complete archive loads and round-trips") {
+    write_archive(tmp.path / groupvit::kArchiveFile, state);
+    auto loaded = groupvit::load_model(tmp.path.string());
+    for (const auto& p : loaded->named_parameters()) CHECK(torch::equal(p.value(), state.at(p.key())));
+    CHECK_FALSE(loaded->is_training());
+  }
+  SECTION("missing tensor") {
+    state.erase("vision_model.encoder.stages.1.group_token");
+    write_archive(tmp.path / groupvit::kArchiveFile, state);
+    CHECK_THROWS_WITH(groupvit::load_model(tmp.path.string()),
+                      Catch::Contains("missing (1)") && Catch::Contains("stages.1.group_token") &&
+                          Catch::Contains(groupvit::kArchiveFile));
+  }
+  SECTION("wrong shape") {
+    state["logit_scale"] = torch::zeros({2});
+    write_archive(tmp.path / groupvit::kArchiveFile, state);
+    CHECK_THROWS_WITH(groupvit::load_model(tmp.path.string()),
+                      Catch::Contains("wrong shape") && Catch::Contains("logit_scale"));
+  }
+  SECTION("unexpected tensor; the legacy position_ids buffer is tolerated") {
+    state["text_model.embeddings.position_ids"] = torch::arange(12).unsqueeze(0);
+    state["vision_model.extra.weight"] = torch::zeros({1});
+    write_archive(tmp.path / groupvit::kArchiveFile, state);
+    CHECK_THROWS_WITH(groupvit::load_model(tmp.path.string()),
+                      Catch::Contains("unexpected (1)") && Catch::Contains("vision_model.extra.weight"));
+  }
+  SECTION("corrupt, empty and absent files") {
+    std::ofstream(tmp.path / groupvit::kArchiveFile, std::ios::binary) << "PK\x03\x04 definitely not a zip";
+    CHECK_THROWS_AS(groupvit::load_model(tmp.path.string()), groupvit::WeightsError);
+    CHECK_THROWS_WITH(groupvit::load_model(tmp.path.string()), Catch::Contains("not a readable torch.save archive"));
+    std::ofstream(tmp.path / groupvit::kArchiveFile, std::ios::binary | std::ios::trunc);
+    CHECK_THROWS_WITH(groupvit::load_model(tmp.path.string()), Catch::Contains("empty"));
+    fs::remove(tmp.path / groupvit::kArchiveFile);
+    CHECK_THROWS_WITH(groupvit::load_model(tmp.path.string()), Catch::Contains("no weights found"));
+    std::ofstream(tmp.path / groupvit::kSafetensorsFile, std::ios::binary) << "\x10\x00\x00\x00\x00\x00\x00\x00{";
+    CHECK_THROWS_WITH(groupvit::load_model(tmp.path.string()), Catch::Contains("not a valid safetensors file"));
+    CHECK_THROWS_WITH(groupvit::load_model((tmp.path / "nope").string()), Catch::Contains("no such directory"));
+    fs::remove(tmp.path / "config.json");
+    CHECK_THROWS_WITH(groupvit::load_model(tmp.path.string()), Catch::Contains("no config.json"));
+  }
+}
