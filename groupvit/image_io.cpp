@@ -1,18 +1,17 @@
 // Decodes image files into RgbImage with OpenCV's codecs, reproducing what transformers' load_image returns
 // (Pillow: open, exif_transpose, convert("RGB")). OpenCV only decodes pixels: the container headers (size limit,
-// EXIF/XMP orientation) are read here so that every conversion step is explicit and matches Pillow.
+// EXIF/XMP orientation, PNG colour key) are read here so that every conversion step is explicit and matches Pillow.
 #include "groupvit/image_io.h"
-
-#include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
 
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <optional>
 
 namespace groupvit {
 namespace {
@@ -48,7 +47,7 @@ struct TiffIfd0 {
   bool valid = false;  // a TIFF header and a readable IFD0
   int64_t width = 0;
   int64_t height = 0;
-  int orientation = -1;  // -1: the tag is absent
+  int orientation = -1;             // -1: the tag is absent
   bool alpha_extra_sample = false;  // ExtraSamples says associated (1) or unassociated (2) alpha
 };
 
@@ -134,7 +133,7 @@ struct Metadata {
 void probe_jpeg(ByteView b, Metadata& m) {
   size_t p = 2;
   while (b.has(p, 2)) {
-    if (b.u8(p) != 0xFF) return;  // lost sync: leave the rest to the decoder
+    if (b.u8(p) != 0xFF) return;                         // lost sync: leave the rest to the decoder
     while (b.has(p + 1, 1) && b.u8(p + 1) == 0xFF) ++p;  // fill bytes
     if (!b.has(p + 1, 1)) return;
     const uint32_t marker = b.u8(p + 1);
@@ -193,6 +192,33 @@ std::optional<std::array<uint8_t, 3>> png_colour_key(uint32_t colour_type, uint3
   return std::nullopt;
 }
 
+// ImageMagick's "Raw profile type exif" text: "\nexif\n  <length>\n<hex lines>". Pillow decodes the hex after
+// the third newline.
+std::vector<uint8_t> raw_profile_bytes(const std::string& text) {
+  size_t start = 0;
+  for (int i = 0; i < 3 && start != std::string::npos; ++i) {
+    start = text.find('\n', start);
+    if (start != std::string::npos) ++start;
+  }
+  std::vector<uint8_t> bytes;
+  int high = -1;
+  for (size_t i = start; start != std::string::npos && i < text.size(); ++i) {
+    const char c = text[i];
+    int v = -1;
+    if (c >= '0' && c <= '9') v = c - '0';
+    if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') v = c - 'A' + 10;
+    if (v < 0) continue;  // line breaks
+    if (high < 0) {
+      high = v;
+    } else {
+      bytes.push_back(static_cast<uint8_t>(high * 16 + v));
+      high = -1;
+    }
+  }
+  return bytes;
+}
+
 void probe_png(ByteView b, Metadata& m) {
   uint32_t colour_type = 0, depth = 0;
   ByteView palette(nullptr, 0), trns(nullptr, 0);
@@ -227,24 +253,7 @@ void probe_png(ByteView b, Metadata& m) {
       } else if (text_key == "XML:com.adobe.xmp") {
         m.xmp = text;
       } else if (text_key == "Raw profile type exif" && !m.has_exif) {
-        // ImageMagick's form: "\nexif\n  <length>\n<hex lines>"; Pillow uses the hex after the third newline.
-        size_t start = 0;
-        for (int i = 0; i < 3 && start != std::string::npos; ++i) start = text.find('\n', start + (i ? 1 : 0));
-        std::vector<uint8_t> bytes;
-        int high = -1;
-        for (size_t i = start == std::string::npos ? text.size() : start; i < text.size(); ++i) {
-          const char c = text[i];
-          const int v = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                                                       : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
-          if (v < 0) continue;
-          if (high < 0) {
-            high = v;
-          } else {
-            bytes.push_back(static_cast<uint8_t>(high * 16 + v));
-            high = -1;
-          }
-        }
-        m.exif = std::move(bytes);
+        m.exif = raw_profile_bytes(text);
         m.has_exif = true;
       }
     } else if (b.starts_with(type, "iTXt") && text_key == "XML:com.adobe.xmp" && data.has(text_key.size(), 3)) {
@@ -321,7 +330,8 @@ Metadata read_metadata(const uint8_t* data, size_t size) {
   } else if (b.starts_with(0, "BM")) {
     m.info.format = ImageFormat::kBmp;
     probe_bmp(b, m);
-  } else if (b.has(0, 4) && ((b.starts_with(0, "II") && b.le16(2) == 42) || (b.starts_with(0, "MM") && b.be16(2) == 42))) {
+  } else if (b.has(0, 4) &&
+             ((b.starts_with(0, "II") && b.le16(2) == 42) || (b.starts_with(0, "MM") && b.be16(2) == 42))) {
     m.info.format = ImageFormat::kTiff;
     const TiffIfd0 ifd = parse_tiff_ifd0(b);
     m.info.width = ifd.width;
@@ -392,19 +402,33 @@ RgbImage to_rgb(const cv::Mat& m, const std::string& name) {
 cv::Mat apply_orientation(const cv::Mat& m, int orientation) {
   cv::Mat out;
   switch (orientation) {
-    case 2: cv::flip(m, out, 1); break;
-    case 3: cv::rotate(m, out, cv::ROTATE_180); break;
-    case 4: cv::flip(m, out, 0); break;
-    case 5: cv::transpose(m, out); break;
-    case 6: cv::rotate(m, out, cv::ROTATE_90_CLOCKWISE); break;
+    case 2:
+      cv::flip(m, out, 1);
+      break;
+    case 3:
+      cv::rotate(m, out, cv::ROTATE_180);
+      break;
+    case 4:
+      cv::flip(m, out, 0);
+      break;
+    case 5:
+      cv::transpose(m, out);
+      break;
+    case 6:
+      cv::rotate(m, out, cv::ROTATE_90_CLOCKWISE);
+      break;
     case 7: {
       cv::Mat t;
       cv::transpose(m, t);
       cv::flip(t, out, -1);
       break;
     }
-    case 8: cv::rotate(m, out, cv::ROTATE_90_COUNTERCLOCKWISE); break;
-    default: out = m; break;
+    case 8:
+      cv::rotate(m, out, cv::ROTATE_90_COUNTERCLOCKWISE);
+      break;
+    default:
+      out = m;
+      break;
   }
   return out;
 }
@@ -413,12 +437,18 @@ cv::Mat apply_orientation(const cv::Mat& m, int orientation) {
 
 const char* image_format_name(ImageFormat format) {
   switch (format) {
-    case ImageFormat::kJpeg: return "JPEG";
-    case ImageFormat::kPng: return "PNG";
-    case ImageFormat::kBmp: return "BMP";
-    case ImageFormat::kTiff: return "TIFF";
-    case ImageFormat::kWebp: return "WebP";
-    case ImageFormat::kUnknown: break;
+    case ImageFormat::kJpeg:
+      return "JPEG";
+    case ImageFormat::kPng:
+      return "PNG";
+    case ImageFormat::kBmp:
+      return "BMP";
+    case ImageFormat::kTiff:
+      return "TIFF";
+    case ImageFormat::kWebp:
+      return "WebP";
+    case ImageFormat::kUnknown:
+      break;
   }
   return "unknown";
 }

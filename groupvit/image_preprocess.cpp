@@ -19,6 +19,7 @@ namespace {
 // Pillow keeps weights in fixed point with this many fractional bits: 32 bits minus 8 for the pixel value
 // minus 2 for the sign and headroom of negative lobes.
 constexpr int kPrecisionBits = 32 - 8 - 2;
+constexpr double kPi = 3.14159265358979323846;  // M_PI's value
 
 struct Filter {
   double (*weight)(double);
@@ -36,7 +37,7 @@ double hamming_weight(double x) {
   if (x < 0.0) x = -x;
   if (x == 0.0) return 1.0;
   if (x >= 1.0) return 0.0;
-  x = x * M_PI;
+  x = x * kPi;
   // Pillow writes these two constants as float literals; keep them float to reproduce its weights.
   return std::sin(x) / x * (0.54f + 0.46f * std::cos(x));
 }
@@ -52,7 +53,7 @@ double bicubic_weight(double x) {
 
 double sinc(double x) {
   if (x == 0.0) return 1.0;
-  x = x * M_PI;
+  x = x * kPi;
   return std::sin(x) / x;
 }
 
@@ -60,39 +61,48 @@ double lanczos_weight(double x) { return (-3.0 <= x && x < 3.0) ? sinc(x) * sinc
 
 Filter filter_for(ResampleFilter filter) {
   switch (filter) {
-    case ResampleFilter::kBox: return {box_weight, 0.5};
-    case ResampleFilter::kBilinear: return {bilinear_weight, 1.0};
-    case ResampleFilter::kHamming: return {hamming_weight, 1.0};
-    case ResampleFilter::kBicubic: return {bicubic_weight, 2.0};
-    case ResampleFilter::kLanczos: return {lanczos_weight, 3.0};
-    case ResampleFilter::kNearest: break;
+    case ResampleFilter::kBox:
+      return {box_weight, 0.5};
+    case ResampleFilter::kBilinear:
+      return {bilinear_weight, 1.0};
+    case ResampleFilter::kHamming:
+      return {hamming_weight, 1.0};
+    case ResampleFilter::kBicubic:
+      return {bicubic_weight, 2.0};
+    case ResampleFilter::kLanczos:
+      return {lanczos_weight, 3.0};
+    case ResampleFilter::kNearest:
+      break;
   }
   throw ImageError("resample filter " + std::to_string(static_cast<int>(filter)) +
                    " is not supported; use 1 (LANCZOS), 2 (BILINEAR), 3 (BICUBIC), 4 (BOX) or 5 (HAMMING)");
 }
 
-// For each output pixel along one axis: the first source pixel, how many source pixels it reads, and their
-// fixed-point weights (ksize slots per output pixel, unused ones zero).
+// For output pixels [begin, begin + count) of an axis resized from in_size to out_size: the first source pixel
+// each reads, how many it reads, and their fixed-point weights (ksize slots per output pixel, unused ones zero).
+// Every output pixel has its own weights, so computing a window of the axis gives exactly the full resize's values.
 struct AxisWeights {
   int64_t ksize = 0;
   std::vector<int64_t> first;
   std::vector<int64_t> count;
   std::vector<int32_t> weights;
+  int64_t size() const { return static_cast<int64_t>(first.size()); }
 };
 
-AxisWeights precompute_weights(int64_t in_size, int64_t out_size, const Filter& filter) {
+AxisWeights precompute_weights(int64_t in_size, int64_t out_size, int64_t begin, int64_t count, const Filter& filter) {
   const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
   // When reducing, the kernel is stretched over `scale` source pixels: that is Pillow's antialiasing.
   const double filter_scale = std::max(scale, 1.0);
   const double support = filter.support * filter_scale;
   AxisWeights out;
   out.ksize = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
-  out.first.resize(static_cast<size_t>(out_size));
-  out.count.resize(static_cast<size_t>(out_size));
-  out.weights.assign(static_cast<size_t>(out_size * out.ksize), 0);
+  out.first.resize(static_cast<size_t>(count));
+  out.count.resize(static_cast<size_t>(count));
+  out.weights.assign(static_cast<size_t>(count * out.ksize), 0);
   std::vector<double> k(static_cast<size_t>(out.ksize));
   const double inv_filter_scale = 1.0 / filter_scale;
-  for (int64_t xx = 0; xx < out_size; ++xx) {
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t xx = begin + i;
     const double center = (static_cast<double>(xx) + 0.5) * scale;
     // C casts truncate toward zero; the clamps make that agree with floor where it matters.
     int64_t xmin = static_cast<int64_t>(center - support + 0.5);
@@ -107,7 +117,7 @@ AxisWeights precompute_weights(int64_t in_size, int64_t out_size, const Filter& 
       k[static_cast<size_t>(x)] = w;
       total += w;
     }
-    int32_t* fixed = out.weights.data() + xx * out.ksize;
+    int32_t* fixed = out.weights.data() + i * out.ksize;
     for (int64_t x = 0; x < xmax; ++x) {
       double w = k[static_cast<size_t>(x)];
       if (total != 0.0) w /= total;
@@ -115,8 +125,8 @@ AxisWeights precompute_weights(int64_t in_size, int64_t out_size, const Filter& 
       const double scaled = w * static_cast<double>(1 << kPrecisionBits);
       fixed[x] = static_cast<int32_t>(w < 0 ? -0.5 + scaled : 0.5 + scaled);
     }
-    out.first[static_cast<size_t>(xx)] = xmin;
-    out.count[static_cast<size_t>(xx)] = xmax;
+    out.first[static_cast<size_t>(i)] = xmin;
+    out.count[static_cast<size_t>(i)] = xmax;
   }
   return out;
 }
@@ -127,7 +137,8 @@ inline uint8_t clip8(int64_t acc) {
   return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
-RgbImage resample_horizontal(const RgbImage& src, int64_t out_width, const AxisWeights& aw) {
+RgbImage resample_horizontal(const RgbImage& src, const AxisWeights& aw) {
+  const int64_t out_width = aw.size();
   RgbImage dst(src.height, out_width);
   constexpr int64_t kHalf = int64_t{1} << (kPrecisionBits - 1);
   for (int64_t y = 0; y < src.height; ++y) {
@@ -152,7 +163,8 @@ RgbImage resample_horizontal(const RgbImage& src, int64_t out_width, const AxisW
   return dst;
 }
 
-RgbImage resample_vertical(const RgbImage& src, int64_t out_height, const AxisWeights& aw) {
+RgbImage resample_vertical(const RgbImage& src, const AxisWeights& aw) {
+  const int64_t out_height = aw.size();
   RgbImage dst(out_height, src.width);
   const int64_t row_values = src.width * 3;
   // Integer sums are exact, so accumulating row by row gives Pillow's per-pixel result while reading memory
@@ -172,6 +184,41 @@ RgbImage resample_vertical(const RgbImage& src, int64_t out_height, const AxisWe
     for (int64_t i = 0; i < row_values; ++i) out[i] = clip8(acc[static_cast<size_t>(i)]);
   }
   return dst;
+}
+
+// Pixels [x0, x0 + width) x [y0, y0 + height) of src, which must contain them.
+RgbImage crop(const RgbImage& src, int64_t x0, int64_t y0, int64_t width, int64_t height) {
+  if (x0 == 0 && y0 == 0 && width == src.width && height == src.height) return src;
+  RgbImage out(height, width);
+  for (int64_t y = 0; y < height; ++y) std::copy_n(src.row(y0 + y) + x0 * 3, width * 3, out.row(y));
+  return out;
+}
+
+// Pixels [x0, x0 + width) x [y0, y0 + height) of Pillow's resize of src to out_width x out_height, computing only
+// those (and one pass's intermediate for them): a crop after the resize costs only the cropped pixels.
+RgbImage resize_window(const RgbImage& src, int64_t out_width, int64_t out_height, ResampleFilter filter, int64_t x0,
+                       int64_t y0, int64_t width, int64_t height) {
+  const Filter f = filter_for(filter);
+  // Pillow skips the pass for an axis that keeps its size (its box is always the whole image here).
+  const bool horizontal = out_width != src.width;
+  const bool vertical = out_height != src.height;
+  auto columns = [&] { return precompute_weights(src.width, out_width, x0, width, f); };
+  auto rows = [&] { return precompute_weights(src.height, out_height, y0, height, f); };
+  if (!horizontal && !vertical) return crop(src, x0, y0, width, height);
+  if (!vertical) return resample_horizontal(crop(src, 0, y0, src.width, height), columns());
+  if (!horizontal) return resample_vertical(crop(src, x0, 0, width, src.height), rows());
+  // The order of the passes changes the rounding of the 8-bit intermediate. Pillow 13 runs the vertical pass
+  // first when it removes more than twice as many rows as the horizontal pass removes columns, else the
+  // horizontal one (older Pillow: always horizontal first). Found by testing Pillow 13.0.0 on some thousand size
+  // pairs from 1 to 1000 pixels, all five filters, exact at every boundary tested; the fixtures' resize cases
+  // (scripts/make_image_fixtures.py) keep checking it.
+  const bool vertical_first = out_height < src.height && (src.height - out_height) > 2 * (src.width - out_width);
+  if (vertical_first) {
+    check_image_size(height, src.width, "resize intermediate");
+    return resample_horizontal(resample_vertical(src, rows()), columns());
+  }
+  check_image_size(src.height, width, "resize intermediate");
+  return resample_vertical(resample_horizontal(src, columns()), rows());
 }
 
 void check_rgb_image(const RgbImage& image, const char* what) {
@@ -279,8 +326,8 @@ void read_crop_size(const json& obj, ImagePreprocessConfig& config, const std::s
     config.crop_height = as_int((*v)["height"], source, "crop_size.height");
     config.crop_width = as_int((*v)["width"], source, "crop_size.width");
   } else {
-    config_fail(source, "crop_size", "expected an integer, [height, width] or {\"height\", \"width\"}, got " +
-                                         v->dump());
+    config_fail(source, "crop_size",
+                "expected an integer, [height, width] or {\"height\", \"width\"}, got " + v->dump());
   }
 }
 
@@ -355,7 +402,9 @@ void ImagePreprocessConfig::validate(const std::string& source) const {
   if (do_resize) {
     filter_for(resample);  // throws for NEAREST
     switch (size_rule) {
-      case SizeRule::kShortestEdge: check_config_side(shortest_edge, source, "size.shortest_edge"); break;
+      case SizeRule::kShortestEdge:
+        check_config_side(shortest_edge, source, "size.shortest_edge");
+        break;
       case SizeRule::kShortestLongestEdge:
       case SizeRule::kMmcvRescale:
         check_config_side(shortest_edge, source, "size.shortest_edge");
@@ -441,34 +490,14 @@ std::array<int64_t, 2> resize_output_size(int64_t height, int64_t width, const I
       break;
     }
   }
-  check_image_size(oh, ow,
-                   "resizing " + std::to_string(width) + "x" + std::to_string(height) + " image: output size");
+  check_image_size(oh, ow, "resizing " + std::to_string(width) + "x" + std::to_string(height) + " image: output size");
   return {oh, ow};
 }
 
 RgbImage resize_pillow(const RgbImage& src, int64_t out_width, int64_t out_height, ResampleFilter filter) {
   check_rgb_image(src, "resize input");
   check_image_size(out_height, out_width, "resize output");
-  const Filter f = filter_for(filter);
-  // Pillow skips the pass for an axis that keeps its size (its box is always the whole image here).
-  const bool horizontal = out_width != src.width;
-  const bool vertical = out_height != src.height;
-  if (!horizontal && !vertical) return src;
-  if (!vertical) return resample_horizontal(src, out_width, precompute_weights(src.width, out_width, f));
-  if (!horizontal) return resample_vertical(src, out_height, precompute_weights(src.height, out_height, f));
-  // The order of the passes changes the rounding of the 8-bit intermediate. Pillow 13 runs the vertical pass
-  // first when it removes more than twice as many rows as the horizontal pass removes columns, else the
-  // horizontal one (older Pillow: always horizontal first). Measured against Pillow 13.0.0 on thousands of
-  // size pairs, all five filters, exact at every boundary; see scripts/make_image_fixtures.py's resize cases.
-  const bool vertical_first = out_height < src.height && (src.height - out_height) > 2 * (src.width - out_width);
-  if (vertical_first) {
-    check_image_size(out_height, src.width, "resize intermediate");
-    const RgbImage tall = resample_vertical(src, out_height, precompute_weights(src.height, out_height, f));
-    return resample_horizontal(tall, out_width, precompute_weights(src.width, out_width, f));
-  }
-  check_image_size(src.height, out_width, "resize intermediate");
-  const RgbImage wide = resample_horizontal(src, out_width, precompute_weights(src.width, out_width, f));
-  return resample_vertical(wide, out_height, precompute_weights(src.height, out_height, f));
+  return resize_window(src, out_width, out_height, filter, 0, 0, out_width, out_height);
 }
 
 RgbImage resize_bicubic_pillow(const RgbImage& src, int64_t out_width, int64_t out_height) {
@@ -529,12 +558,16 @@ RgbImage preprocess_uint8(const RgbImage& image, const ImagePreprocessConfig& co
   config.validate();
   RgbImage out = config.do_convert_rgb ? composite_transparent_color_on_white(image) : image;
   out.transparent_color.reset();
-  if (config.do_resize) {
-    const auto [h, w] = resize_output_size(image.height, image.width, config);
-    out = resize_pillow(out, w, h, config.resample);
+  if (!config.do_resize) return config.do_center_crop ? center_crop(out, config.crop_height, config.crop_width) : out;
+  const auto [h, w] = resize_output_size(out.height, out.width, config);
+  if (config.do_center_crop && config.crop_height <= h && config.crop_width <= w) {
+    // The crop lies inside the resized image: resize only the window it keeps (same pixels, far less work for
+    // elongated images, whose resized long side can be tens of thousands of pixels).
+    return resize_window(out, w, h, config.resample, (w - config.crop_width) / 2, (h - config.crop_height) / 2,
+                         config.crop_width, config.crop_height);
   }
-  if (config.do_center_crop) out = center_crop(out, config.crop_height, config.crop_width);
-  return out;
+  out = resize_pillow(out, w, h, config.resample);
+  return config.do_center_crop ? center_crop(out, config.crop_height, config.crop_width) : out;
 }
 
 namespace {
@@ -589,9 +622,9 @@ at::Tensor preprocess_batch(const std::vector<RgbImage>& images, const ImagePrep
     if (n == 0) {
       out = at::empty({static_cast<int64_t>(images.size()), 3, ready.height, ready.width}, at::kFloat);
     } else if (ready.height != out.size(2) || ready.width != out.size(3)) {
-      throw ImageError("preprocess_batch: image " + std::to_string(n) + " comes out at " +
-                       std::to_string(ready.width) + "x" + std::to_string(ready.height) + " but image 0 at " +
-                       std::to_string(out.size(3)) + "x" + std::to_string(out.size(2)) +
+      throw ImageError("preprocess_batch: image " + std::to_string(n) + " comes out at " + std::to_string(ready.width) +
+                       "x" + std::to_string(ready.height) + " but image 0 at " + std::to_string(out.size(3)) + "x" +
+                       std::to_string(out.size(2)) +
                        "; enable do_center_crop or a fixed size, or preprocess the images one by one");
     }
     write_chw(ready, table, out.data_ptr<float>() + static_cast<int64_t>(n) * 3 * ready.height * ready.width);

@@ -2,13 +2,13 @@
 // bpe_simple_vocab_16e6.txt.gz), the pre-tokenizer, the merge loop with its cache, and ids/padding.
 #include "groupvit/tokenizer.h"
 
-#include <nlohmann/json.hpp>
 #include <zlib.h>
 
 #include <array>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <queue>
 #include <shared_mutex>
 #include <sstream>
@@ -144,8 +144,8 @@ struct ClipTokenizer::Model {
   std::vector<std::string> id_to_token;  // empty string marks an id the vocabulary does not use
   // (left id, right id) -> (rank, merged id); rank = line number among the merges.
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;
-  std::array<int32_t, 256> byte_id{};         // byte as a word-inner symbol
-  std::array<int32_t, 256> byte_id_eow{};     // byte as the last symbol of a word ("</w>" appended)
+  std::array<int32_t, 256> byte_id{};          // byte as a word-inner symbol
+  std::array<int32_t, 256> byte_id_eow{};      // byte as the last symbol of a word ("</w>" appended)
   std::array<int16_t, 512> unicode_to_byte{};  // inverse of the byte table, for decoding
   int32_t bos = 0, eos = 0, pad = 0;
 
@@ -179,6 +179,10 @@ ClipTokenizer::Model::Model(std::unordered_map<std::string, int32_t> vocab, cons
     if (id < 0) throw TokenizerError(source + ": negative id for token \"" + token + "\"");
     max_id = std::max(max_id, id);
   }
+  // Ids index a table; a stray huge id in a damaged file must not turn into a huge allocation.
+  if (static_cast<size_t>(max_id) >= 4 * token_to_id.size() + 1024)
+    throw TokenizerError(source + ": id " + std::to_string(max_id) + " is far beyond the " +
+                         std::to_string(token_to_id.size()) + " tokens of the vocabulary; the file looks damaged");
   id_to_token.resize(static_cast<size_t>(max_id) + 1);
   for (const auto& [token, id] : token_to_id) id_to_token[static_cast<size_t>(id)] = token;
 
@@ -354,7 +358,8 @@ ClipTokenizer ClipTokenizer::from_tokenizer_json(const std::string& tokenizer_js
   const auto model = json.find("model");
   if (model == json.end() || !model->is_object() || model->value("type", "") != "BPE" ||
       model->value("end_of_word_suffix", "") != kEndOfWord)
-    throw TokenizerError(tokenizer_json_path + ": not a CLIP tokenizer (expected a BPE model with end_of_word_suffix \"</w>\")");
+    throw TokenizerError(tokenizer_json_path +
+                         ": not a CLIP tokenizer (expected a BPE model with end_of_word_suffix \"</w>\")");
   auto vocab = parse_vocab(model->value("vocab", nlohmann::json()), tokenizer_json_path + " model.vocab");
   MergeList merges;
   const std::string where = tokenizer_json_path + " model.merges";

@@ -41,6 +41,8 @@ enum class Padding {
   MaxLength,  // pad to max_length (transformers: padding="max_length")
 };
 
+// Copies share the (immutable) vocabulary and the internal merge cache; every const member is safe
+// to call from several threads at once.
 class ClipTokenizer {
  public:
   static constexpr int64_t kContextLength = 77;  // CLIP's text positions, BOS and EOS included
@@ -54,8 +56,7 @@ class ClipTokenizer {
   static ClipTokenizer from_directory(const std::string& dir);
   // vocab.json (token -> id) and merges.txt (optional "#version" header, one "left right" merge a line).
   // pad_token defaults to the reference's "<|endoftext|>".
-  static ClipTokenizer from_vocab_merges(const std::string& vocab_json_path,
-                                         const std::string& merges_txt_path,
+  static ClipTokenizer from_vocab_merges(const std::string& vocab_json_path, const std::string& merges_txt_path,
                                          const std::string& pad_token = "<|endoftext|>");
   // The BPE model inside a Hugging Face tokenizer.json (model.vocab and model.merges).
   static ClipTokenizer from_tokenizer_json(const std::string& tokenizer_json_path,
@@ -69,8 +70,7 @@ class ClipTokenizer {
   // Ids truncated to max_length (>= 2) with EOS kept last; no padding.
   Encoding encode(const std::string& utf8_text, int64_t max_length) const;
   // Truncates each text to max_length, then pads on the right with pad_id().
-  std::vector<Encoding> encode_batch(const std::vector<std::string>& texts,
-                                     Padding padding = Padding::Longest,
+  std::vector<Encoding> encode_batch(const std::vector<std::string>& texts, Padding padding = Padding::Longest,
                                      int64_t max_length = kContextLength) const;
 
   // Text of the ids like the reference's decode: "</w>" becomes a space, ends are stripped.
@@ -83,12 +83,9 @@ class ClipTokenizer {
   int64_t vocab_size() const;
   int64_t context_length() const { return kContextLength; }
 
-  // Optional notice on truncation (the flag in Encoding is always set). Set it before sharing the
+  // Optional notice on truncation (Encoding::truncated is set either way). Set it before sharing the
   // tokenizer across threads; the callback itself must be thread-safe if encoding runs concurrently.
   void set_truncation_warning(TruncationWarning callback) { on_truncation_ = std::move(callback); }
-
-  // Copies share the (immutable) vocabulary and the internal merge cache; every const member is
-  // safe to call from several threads at once.
 
  private:
   struct Model;  // vocabulary, merges and cache (tokenizer.cpp)

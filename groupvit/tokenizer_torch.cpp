@@ -16,8 +16,8 @@ TokenizedBatch to_tensors(const std::vector<Encoding>& batch) {
     if (static_cast<int64_t>(encoding.input_ids.size()) != length ||
         encoding.attention_mask.size() != encoding.input_ids.size())
       throw TokenizerError("cannot stack encodings of different lengths (row 0 has " + std::to_string(length) +
-                           " tokens, row " + std::to_string(row) + " has " +
-                           std::to_string(encoding.input_ids.size()) + "): encode with Padding::Longest or MaxLength");
+                           " tokens, row " + std::to_string(row) + " has " + std::to_string(encoding.input_ids.size()) +
+                           "): encode with Padding::Longest or MaxLength");
     std::copy(encoding.input_ids.begin(), encoding.input_ids.end(), out.input_ids.data_ptr<int64_t>() + row * length);
     std::copy(encoding.attention_mask.begin(), encoding.attention_mask.end(),
               out.attention_mask.data_ptr<int64_t>() + row * length);

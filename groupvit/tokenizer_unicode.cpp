@@ -44,15 +44,24 @@ char32_t newer_lowercase(char32_t cp) {
   if (cp >= 0x10D50 && cp <= 0x10D65) return cp + 0x20;  // Garay
   if (cp >= 0x16EA0 && cp <= 0x16EB8) return cp + 0x1B;  // Beria Erfe
   switch (cp) {
-    case 0x1C89: return 0x1C8A;
-    case 0xA7CB: return 0x0264;
-    case 0xA7CC: return 0xA7CD;
-    case 0xA7CE: return 0xA7CF;
-    case 0xA7D2: return 0xA7D3;
-    case 0xA7D4: return 0xA7D5;
-    case 0xA7DA: return 0xA7DB;
-    case 0xA7DC: return 0x019B;
-    default: return cp;
+    case 0x1C89:
+      return 0x1C8A;
+    case 0xA7CB:
+      return 0x0264;
+    case 0xA7CC:
+      return 0xA7CD;
+    case 0xA7CE:
+      return 0xA7CF;
+    case 0xA7D2:
+      return 0xA7D3;
+    case 0xA7D4:
+      return 0xA7D5;
+    case 0xA7DA:
+      return 0xA7DB;
+    case 0xA7DC:
+      return 0x019B;
+    default:
+      return cp;
   }
 }
 
@@ -132,8 +141,8 @@ void append_canonical_decomposition(char32_t cp, std::u32string& out) {
   }
   utf8proc_int32_t buffer[8];  // canonical decompositions are at most 4 code points long
   int unused_boundclass = 0;
-  const utf8proc_ssize_t n = utf8proc_decompose_char(static_cast<utf8proc_int32_t>(cp), buffer, 8,
-                                                     UTF8PROC_DECOMPOSE, &unused_boundclass);
+  const utf8proc_ssize_t n =
+      utf8proc_decompose_char(static_cast<utf8proc_int32_t>(cp), buffer, 8, UTF8PROC_DECOMPOSE, &unused_boundclass);
   if (n <= 0 || n > 8) {
     out.push_back(cp);
     return;
@@ -169,8 +178,8 @@ std::u32string decode_utf8(std::string_view text) {
         std::snprintf(hex, sizeof hex, "%02x", bytes[i]);
         shown += (i > pos ? " " : "") + std::string(hex);
       }
-      throw TokenizerError("invalid UTF-8 at byte offset " + std::to_string(pos) + " (bytes " + shown +
-                           "): " + fault + "; the tokenizer accepts only valid UTF-8 text");
+      throw TokenizerError("invalid UTF-8 at byte offset " + std::to_string(pos) + " (bytes " + shown + "): " + fault +
+                           "; the tokenizer accepts only valid UTF-8 text");
     }
     out.push_back(cp);
     pos += len;

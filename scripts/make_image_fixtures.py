@@ -27,15 +27,18 @@ import struct
 import sys
 import tempfile
 import time
+import warnings
 import zlib
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, PngImagePlugin
 from transformers import CLIPImageProcessorPil
-from transformers.image_utils import SizeDict, load_image
+from transformers.image_utils import load_image
 
 MANIFEST = "manifest.json"
+# Pillow's warning for palette_alpha.png is the behaviour under test (graded palette alpha is dropped).
+warnings.filterwarnings("ignore", message="Palette images with Transparency expressed in bytes")
 
 # The GroupViT hub checkpoints' preprocessor_config.json (legacy integer sizes, as published).
 CLIP_CONFIG = {
@@ -74,11 +77,11 @@ NVLABS_IMAGES = {"astronaut_png", "chelsea_png", "rocket_jpg", "camera_png", "ge
                  "gen_40x3000", "gen_1x300", "gen_449x2", "gen_223x225", "gen_1000x999", "exif6_jpg"}
 RESIZE_SOURCES = ["astronaut_png", "gen_640x480", "gen_48x36"]
 RESIZE_FILTERS = {"lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
-# Down, up, one axis only, extreme; (356, 200) / (357, 200) sit either side of Pillow 13's switch to running the
+# Down, one axis only, extreme; (356, 200) / (357, 200) sit either side of Pillow 13's switch to running the
 # vertical pass first on a 512 x 512 source (see resize_pillow), and (1023, 17) is deep inside it.
-RESIZE_SIZES = [(224, 224), (100, 37), (530, 521), (512, 300), (300, 512), (5, 3), (1, 1), (1023, 17),
-                (356, 200), (357, 200), (500, 100)]
-# Plus, on the small gen_48x36, random size pairs around it with every filter (the pass-order rule again).
+RESIZE_SIZES = [(224, 224), (100, 37), (512, 300), (300, 512), (5, 3), (1, 1), (1023, 17), (356, 200), (357, 200),
+                (500, 100)]
+# Plus, on the small gen_48x36, random size pairs around it (up and down) with every filter.
 SWEEP_SOURCE, SWEEP_PAIRS = "gen_48x36", 60
 
 
@@ -383,6 +386,8 @@ def build(out_dir):
 
     resize_cases = []
     for source in RESIZE_SOURCES:
+        if source not in decoded_by_name:
+            continue
         pil = decoded_by_name[source]
         refs = {}
         sizes = RESIZE_SIZES
@@ -404,7 +409,7 @@ def build(out_dir):
         "nvlabs": NVLABS,
         "luts": "refs/luts.pt",
         "images": images,
-        "resize_sources": {s: f"refs/resize_{s}.pt" for s in RESIZE_SOURCES},
+        "resize_sources": {s: f"refs/resize_{s}.pt" for s in RESIZE_SOURCES if s in decoded_by_name},
         "resize_cases": resize_cases,
         "errors": errors,
     }

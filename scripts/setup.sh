@@ -19,7 +19,7 @@ say() { printf '[setup] %s\n' "$*"; }
 # --- Debian packages ---------------------------------------------------------------
 # The core needs only header-only libraries and utf8proc; OpenCV is for the image target.
 DEB_PACKAGES=(build-essential cmake ninja-build ccache python3-venv
-  nlohmann-json3-dev catch2 libcli11-dev libutf8proc-dev
+  nlohmann-json3-dev catch2 libcli11-dev libutf8proc-dev zlib1g-dev pkg-config
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

@@ -1,0 +1,226 @@
+// The groupvit command-line tool: model information, tokenization and image-text similarity.
+// Every failure becomes one line on stderr and a non-zero exit code.
+#include "groupvit/image_io.h"
+#include "groupvit/image_preprocess.h"
+#include "groupvit/tokenizer_torch.h"
+#include "groupvit/version.h"
+#include "groupvit/weights.h"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+struct Common {
+  std::string model_dir;
+  std::string device = "cpu";
+  std::string dtype = "fp32";
+  int threads = 0;
+  bool json_output = false;
+};
+
+void add_common(CLI::App* cmd, Common& c, bool with_device) {
+  cmd->add_option("--model", c.model_dir,
+                  "model directory: converted by scripts/convert_hf.py, or a Hugging Face snapshot with "
+                  "model.safetensors")
+      ->required();
+  if (with_device) {
+    cmd->add_option("--device", c.device, "cpu, cuda or cuda:N")->capture_default_str();
+    cmd->add_option("--dtype", c.dtype, "fp32, fp16 or bf16")->capture_default_str();
+    cmd->add_option("--threads", c.threads, "CPU threads (default: LibTorch's choice)");
+  }
+  cmd->add_flag("--json", c.json_output, "print JSON for scripts instead of a table");
+}
+
+torch::Device parse_device(const std::string& text) {
+  std::optional<torch::Device> device;
+  try {
+    device = torch::Device(text);
+  } catch (const std::exception&) {
+    throw std::invalid_argument("unknown device '" + text + "' (expected cpu, cuda or cuda:N)");
+  }
+  if (device->is_cuda()) {
+    if (!torch::cuda::is_available()) throw std::invalid_argument("device '" + text + "': no CUDA device is available");
+    const auto index = device->has_index() ? device->index() : 0;
+    if (index >= static_cast<int>(torch::cuda::device_count()))
+      throw std::invalid_argument("device '" + text + "': only " + std::to_string(torch::cuda::device_count()) +
+                                  " CUDA device(s)");
+  } else if (!device->is_cpu()) {
+    throw std::invalid_argument("unsupported device '" + text + "' (expected cpu, cuda or cuda:N)");
+  }
+  return *device;
+}
+
+torch::Dtype parse_dtype(const std::string& text) {
+  if (text == "fp32") return torch::kFloat;
+  if (text == "fp16") return torch::kHalf;
+  if (text == "bf16") return torch::kBFloat16;
+  throw std::invalid_argument("unknown dtype '" + text + "' (expected fp32, fp16 or bf16)");
+}
+
+groupvit::ImagePreprocessConfig preprocessor_for(const std::string& model_dir) {
+  const auto path = fs::path(model_dir) / "preprocessor_config.json";
+  if (fs::exists(path)) return groupvit::ImagePreprocessConfig::from_file(path.string());
+  std::cerr << "groupvit: note: " << model_dir << " has no preprocessor_config.json; using CLIP's defaults\n";
+  return groupvit::ImagePreprocessConfig::clip_default();
+}
+
+int run_info(const Common& c) {
+  const auto config = groupvit::GroupViTConfig::from_file((fs::path(c.model_dir) / groupvit::kConfigFile).string());
+  const auto weights = groupvit::find_weights_file(c.model_dir);
+  auto model = groupvit::load_model(c.model_dir);
+  int64_t params = 0;
+  for (const auto& p : model->parameters()) params += p.numel();
+  std::string stored_dtype = "float32";
+  for (const auto& [name, t] : groupvit::read_weights_file(weights)) {
+    if (t.is_floating_point()) {
+      stored_dtype = c10::toString(t.scalar_type());
+      break;
+    }
+  }
+  const auto& tc = config.text_config;
+  const auto& vc = config.vision_config;
+  json devices = json::array({"cpu"});
+  if (torch::cuda::is_available())
+    for (int i = 0; i < static_cast<int>(torch::cuda::device_count()); ++i) devices.push_back("cuda:" + std::to_string(i));
+  json j = {{"model_dir", c.model_dir},
+            {"weights", weights},
+            {"stored_dtype", stored_dtype},
+            {"parameters", params},
+            {"text", {{"layers", tc.num_hidden_layers}, {"width", tc.hidden_size}, {"heads", tc.num_attention_heads},
+                      {"vocab_size", tc.vocab_size}, {"context_length", tc.max_position_embeddings}}},
+            {"vision", {{"width", vc.hidden_size}, {"heads", vc.num_attention_heads}, {"depths", vc.depths},
+                        {"num_group_tokens", vc.num_group_tokens}, {"num_output_groups", vc.num_output_groups},
+                        {"image_size", {vc.image_height, vc.image_width}}, {"patch_size", vc.patch_size}}},
+            {"projection_dim", config.projection_dim},
+            {"devices", devices},
+            {"version", GROUPVIT_VERSION}};
+  if (c.json_output) {
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << "model      " << c.model_dir << "\n"
+            << "weights    " << weights << " (" << stored_dtype << ")\n"
+            << "parameters " << params << "\n"
+            << "text       " << tc.num_hidden_layers << " layers, width " << tc.hidden_size << ", "
+            << tc.num_attention_heads << " heads, vocabulary " << tc.vocab_size << ", context "
+            << tc.max_position_embeddings << "\n"
+            << "vision     width " << vc.hidden_size << ", " << vc.num_attention_heads << " heads, depths "
+            << json(vc.depths).dump() << ", group tokens " << json(vc.num_group_tokens).dump() << ", output groups "
+            << json(vc.num_output_groups).dump() << ", " << vc.image_height << "x" << vc.image_width
+            << " images in " << vc.patch_size << "px patches\n"
+            << "projection " << config.projection_dim << "\n"
+            << "devices    " << devices.dump() << "\n";
+  return 0;
+}
+
+int run_tokenize(const Common& c, const std::vector<std::string>& texts) {
+  auto tokenizer = groupvit::ClipTokenizer::from_directory(c.model_dir);
+  tokenizer.set_truncation_warning([](const std::string& text, size_t n) {
+    std::cerr << "groupvit: warning: text of " << n << " tokens truncated to " << groupvit::ClipTokenizer::kContextLength
+              << ": \"" << text.substr(0, 40) << (text.size() > 40 ? "...\"" : "\"") << "\n";
+  });
+  auto batch = tokenizer.encode_batch(texts, groupvit::Padding::Longest);
+  json ids = json::array(), mask = json::array();
+  for (const auto& e : batch) {
+    ids.push_back(e.input_ids);
+    mask.push_back(e.attention_mask);
+  }
+  if (c.json_output) {
+    std::cout << json{{"input_ids", ids}, {"attention_mask", mask}}.dump() << "\n";
+  } else {
+    for (size_t i = 0; i < texts.size(); ++i) std::cout << texts[i] << "\n  " << ids[i].dump() << "\n";
+  }
+  return 0;
+}
+
+int run_similarity(const Common& c, const std::vector<std::string>& images, const std::vector<std::string>& texts) {
+  const auto device = parse_device(c.device);
+  const auto dtype = parse_dtype(c.dtype);
+  if (c.threads > 0) torch::set_num_threads(c.threads);
+  if (texts.empty()) throw std::invalid_argument("give at least one --text");
+  auto tokenizer = groupvit::ClipTokenizer::from_directory(c.model_dir);
+  const auto preprocess = preprocessor_for(c.model_dir);
+  std::vector<groupvit::RgbImage> decoded;
+  for (const auto& path : images) decoded.push_back(groupvit::decode_image_file(path));
+  auto pixels = groupvit::preprocess_batch(decoded, preprocess);
+  auto tokens = groupvit::tokenize_to_tensors(tokenizer, texts);
+
+  groupvit::LoadOptions lo;
+  lo.device = device;
+  lo.dtype = dtype;
+  auto model = groupvit::load_model(c.model_dir, lo);
+  torch::NoGradGuard no_grad;
+  auto out = model->forward(tokens.input_ids.to(device), pixels.to(device, dtype), tokens.attention_mask.to(device));
+  auto logits = out.logits_per_image.to(torch::kCPU, torch::kFloat);
+  auto probs = logits.softmax(1);
+
+  if (c.json_output) {
+    json l = json::array(), p = json::array();
+    for (int64_t i = 0; i < logits.size(0); ++i) {
+      json lr = json::array(), pr = json::array();
+      for (int64_t t = 0; t < logits.size(1); ++t) {
+        lr.push_back(logits[i][t].item<double>());
+        pr.push_back(probs[i][t].item<double>());
+      }
+      l.push_back(lr);
+      p.push_back(pr);
+    }
+    std::cout << json{{"images", images}, {"texts", texts}, {"logits_per_image", l}, {"probs", p}}.dump() << "\n";
+    return 0;
+  }
+  for (int64_t i = 0; i < logits.size(0); ++i) {
+    std::cout << images[i] << "\n";
+    for (int64_t t = 0; t < logits.size(1); ++t)
+      std::cout << "  " << std::fixed << std::setprecision(4) << probs[i][t].item<double>() << "  (logit "
+                << std::setprecision(3) << logits[i][t].item<double>() << ")  " << texts[t] << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"groupvit: GroupViT (CVPR 2022) in C++ with LibTorch - image-text similarity and zero-shot "
+               "segmentation that emerges from text supervision"};
+  app.set_version_flag("--version", std::string("groupvit ") + GROUPVIT_VERSION);
+  app.require_subcommand(1);
+
+  Common info_opts, tok_opts, sim_opts;
+  auto* info = app.add_subcommand("info", "show a model directory's configuration, size and the devices available");
+  add_common(info, info_opts, false);
+
+  std::vector<std::string> tok_texts;
+  auto* tokenize = app.add_subcommand("tokenize", "CLIP BPE token ids of texts, padded like transformers' padding=True");
+  add_common(tokenize, tok_opts, false);
+  tokenize->add_option("--text", tok_texts, "a text to tokenize (repeat for several)")->required();
+
+  std::vector<std::string> sim_images, sim_texts;
+  auto* similarity = app.add_subcommand("similarity", "probability of each text for each image (softmax over texts)");
+  add_common(similarity, sim_opts, true);
+  similarity->add_option("--image", sim_images, "an image file (repeat or list several)")->required();
+  similarity->add_option("--text", sim_texts, "a text, e.g. \"a photo of a cat\" (repeat or list several)")->required();
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*info) return run_info(info_opts);
+    if (*tokenize) return run_tokenize(tok_opts, tok_texts);
+    if (*similarity) return run_similarity(sim_opts, sim_images, sim_texts);
+  } catch (const c10::Error& e) {
+    std::cerr << "groupvit: error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "groupvit: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
