@@ -1,0 +1,98 @@
+// The public facade (see groupvit.h).
+#include "groupvit/groupvit.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+
+namespace groupvit {
+
+GroupViT::GroupViT(GroupViTModel model, ClipTokenizer tokenizer, ImagePreprocessConfig preprocess,
+                   torch::Device device, torch::Dtype dtype)
+    : model_(std::move(model)),
+      tokenizer_(std::move(tokenizer)),
+      preprocess_(std::move(preprocess)),
+      device_(device),
+      dtype_(dtype) {}
+
+GroupViT GroupViT::load(const std::string& model_dir, torch::Device device, torch::Dtype dtype) {
+  auto model = load_model(model_dir, {device, dtype});
+  auto tokenizer = ClipTokenizer::from_directory(model_dir);
+  const auto preprocessor_file = std::filesystem::path(model_dir) / "preprocessor_config.json";
+  auto preprocess = std::filesystem::exists(preprocessor_file)
+                        ? ImagePreprocessConfig::from_file(preprocessor_file.string())
+                        : ImagePreprocessConfig::clip_default();
+  return GroupViT(std::move(model), std::move(tokenizer), std::move(preprocess), device, dtype);
+}
+
+TokenizedBatch GroupViT::tokenize(const std::vector<std::string>& texts) const {
+  if (texts.empty()) throw std::invalid_argument("no texts to tokenize");
+  auto batch = tokenize_to_tensors(tokenizer_, texts);
+  return {batch.input_ids.to(device_), batch.attention_mask.to(device_)};
+}
+
+torch::Tensor GroupViT::preprocess(const std::vector<RgbImage>& images) const {
+  if (images.empty()) throw std::invalid_argument("no images to preprocess");
+  return preprocess_batch(images, preprocess_).to(device_, dtype_);
+}
+
+torch::Tensor GroupViT::preprocess_frames(const torch::Tensor& frames) const {
+  if (frames.dim() != 4 || frames.size(3) != 3 || frames.scalar_type() != torch::kByte)
+    throw std::invalid_argument("frames must be a uint8 [N, H, W, 3] RGB tensor");
+  torch::NoGradGuard no_grad;
+  auto x = frames.permute({0, 3, 1, 2}).to(torch::kFloat);
+  if (preprocess_.do_resize) {
+    const auto size = resize_output_size(x.size(2), x.size(3), preprocess_);
+    x = at::_upsample_bicubic2d_aa(x, {size[0], size[1]}, /*align_corners=*/false).round().clamp(0, 255);
+  }
+  if (preprocess_.do_center_crop) {
+    const auto ch = preprocess_.crop_height, cw = preprocess_.crop_width;
+    if (x.size(2) < ch || x.size(3) < cw)
+      throw std::invalid_argument("frames smaller than the crop size after resizing");
+    x = x.narrow(2, (x.size(2) - ch) / 2, ch).narrow(3, (x.size(3) - cw) / 2, cw);
+  }
+  if (preprocess_.do_rescale) x = x * preprocess_.rescale_factor;
+  if (preprocess_.do_normalize) {
+    auto opts = x.options();
+    auto mean = torch::tensor(std::vector<double>(preprocess_.image_mean.begin(), preprocess_.image_mean.end()), opts);
+    auto std = torch::tensor(std::vector<double>(preprocess_.image_std.begin(), preprocess_.image_std.end()), opts);
+    x = (x - mean.view({1, 3, 1, 1})) / std.view({1, 3, 1, 1});
+  }
+  return x.contiguous().to(device_, dtype_);
+}
+
+torch::Tensor GroupViT::encode_texts(const std::vector<std::string>& texts) const {
+  auto batch = tokenize(texts);
+  return encode_texts(batch.input_ids, batch.attention_mask);
+}
+
+torch::Tensor GroupViT::encode_texts(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) const {
+  torch::NoGradGuard no_grad;
+  auto features = model_->get_text_features(input_ids.to(device_), attention_mask.defined() ? attention_mask.to(device_)
+                                                                                             : attention_mask);
+  return features / features.norm(2, -1, true);
+}
+
+torch::Tensor GroupViT::encode_images(const torch::Tensor& pixel_values) const {
+  torch::NoGradGuard no_grad;
+  auto features = model_->get_image_features(pixel_values.to(device_, dtype_));
+  return features / features.norm(2, -1, true);
+}
+
+torch::Tensor GroupViT::similarity(const torch::Tensor& image_embeds, const torch::Tensor& text_embeds) const {
+  torch::NoGradGuard no_grad;
+  return torch::matmul(image_embeds, text_embeds.t()) * model_->logit_scale.exp();
+}
+
+torch::Tensor GroupViT::segment_hf(const torch::Tensor& pixel_values, const torch::Tensor& text_embeds) const {
+  torch::NoGradGuard no_grad;
+  auto pixels = pixel_values.to(device_, dtype_);
+  auto vision = model_->vision_model(pixels, /*output_hidden_states=*/false, /*output_attentions=*/true);
+  return model_->segmentation_logits(vision, text_embeds.to(device_, dtype_), pixels.size(2), pixels.size(3));
+}
+
+torch::Tensor GroupViT::segment_hf_labels(const torch::Tensor& pixel_values, const torch::Tensor& text_embeds) const {
+  return segment_hf(pixel_values, text_embeds).argmax(1);
+}
+
+}  // namespace groupvit

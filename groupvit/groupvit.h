@@ -1,0 +1,83 @@
+// groupvit: GroupViT in C++ on LibTorch. This header is the public API: load a model
+// directory, encode texts and images, and get embeddings, similarity logits and segmentation
+// as torch::Tensors. Image *decoding* (files, cv::Mat) is the separate target groupvit::image,
+// declared in groupvit/image.h; everything here works with tensors and needs no OpenCV.
+//
+// Thread safety: a GroupViT object holds no global state. Its const methods (tokenize,
+// preprocess, the encoders, similarity, segmentation) may be called from several threads at
+// once in eval mode; LibTorch modules are not mutated by a forward without gradients. Do not
+// call to(), train() or load weights while other threads use the same object. The tokenizer
+// and preprocessing config are immutable and cheap to copy.
+#pragma once
+
+#include "groupvit/image_preprocess.h"
+#include "groupvit/model.h"
+#include "groupvit/tokenizer_torch.h"
+#include "groupvit/version.h"
+#include "groupvit/weights.h"
+
+#include <string>
+#include <vector>
+
+namespace groupvit {
+
+class GroupViT {
+ public:
+  // Loads `model_dir` (converted by scripts/convert_hf.py, or a Hugging Face snapshot with
+  // model.safetensors) onto `device` in `dtype`: the model in eval mode, its tokenizer
+  // (vocab.json + merges.txt, tokenizer.json or bpe_simple_vocab_16e6.txt.gz) and its image
+  // preprocessing (preprocessor_config.json; CLIP's defaults when the file is absent).
+  // Throws WeightsError, ConfigError, TokenizerError or ImageError naming the file at fault.
+  static GroupViT load(const std::string& model_dir, torch::Device device = torch::kCPU,
+                       torch::Dtype dtype = torch::kFloat);
+
+  // --- inputs -----------------------------------------------------------------------
+  // Token ids and attention mask [N, L] (int64, on the model's device), padded to the longest.
+  TokenizedBatch tokenize(const std::vector<std::string>& texts) const;
+  // Decoded RGB images -> pixel_values [N, 3, H, W] in the model's dtype and on its device,
+  // exactly as the reference's CLIPImageProcessor prepares them. All images must come out at
+  // one size (true for the default resize + center crop).
+  torch::Tensor preprocess(const std::vector<RgbImage>& images) const;
+  // Frames already in memory as a uint8 tensor [N, H, W, 3] (RGB, any device) -> pixel_values,
+  // computed on the frames' device with LibTorch's antialiased bicubic resize. Same sizes,
+  // crop and normalisation as preprocess(), but not bit-exact with Pillow (values differ by a
+  // few levels): use preprocess() where exact parity with the reference matters.
+  torch::Tensor preprocess_frames(const torch::Tensor& frames) const;
+
+  // --- embeddings (L2-normalised, [N, projection_dim]) ---------------------------------
+  torch::Tensor encode_texts(const std::vector<std::string>& texts) const;
+  torch::Tensor encode_texts(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) const;
+  // pixel_values [N, 3, H, W], normalised; any H, W that are multiples of the patch size.
+  torch::Tensor encode_images(const torch::Tensor& pixel_values) const;
+
+  // --- similarity ----------------------------------------------------------------------
+  // logits_per_image [images, texts] = exp(logit_scale) * image_embeds @ text_embedsᵀ, from
+  // normalised embeddings (as returned above). Softmax over dim 1 gives per-image probabilities.
+  torch::Tensor similarity(const torch::Tensor& image_embeds, const torch::Tensor& text_embeds) const;
+
+  // --- segmentation --------------------------------------------------------------------
+  // Hugging Face segmentation_logits: [images, texts, H, W] at the input resolution.
+  torch::Tensor segment_hf(const torch::Tensor& pixel_values, const torch::Tensor& text_embeds) const;
+  // Per-pixel label from segment_hf: index of the best text, [images, H, W] int64.
+  torch::Tensor segment_hf_labels(const torch::Tensor& pixel_values, const torch::Tensor& text_embeds) const;
+
+  // --- the parts, for custom use (fine-tuning with image_text_contrastive_loss, hooks) ---
+  GroupViTModel& model() { return model_; }
+  const GroupViTModel& model() const { return model_; }
+  const ClipTokenizer& tokenizer() const { return tokenizer_; }
+  const ImagePreprocessConfig& preprocessor() const { return preprocess_; }
+  torch::Device device() const { return device_; }
+  torch::Dtype dtype() const { return dtype_; }
+
+ private:
+  GroupViT(GroupViTModel model, ClipTokenizer tokenizer, ImagePreprocessConfig preprocess, torch::Device device,
+           torch::Dtype dtype);
+
+  mutable GroupViTModel model_;  // forward() is non-const in LibTorch; eval-mode use does not mutate it
+  ClipTokenizer tokenizer_;
+  ImagePreprocessConfig preprocess_;
+  torch::Device device_;
+  torch::Dtype dtype_;
+};
+
+}  // namespace groupvit
