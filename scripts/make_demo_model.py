@@ -8,11 +8,11 @@ with save_pretrained, plus the CLIP tokenizer (built offline from the BPE vocabu
 open-clip-torch) and CLIP image processor files, exactly as a hub snapshot is laid out. Its
 predictions are meaningless: it only shows the pipeline working end to end.
 """
-import importlib.util
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from convert_hf import open_clip_vocabulary  # noqa: E402
 from make_tokenizer_fixtures import write_hf_folder  # noqa: E402  (the one vocabulary builder)
 
 
@@ -27,8 +27,10 @@ def main():
     if (out / "model.safetensors").exists():
         print(f"{out}: up to date")
         return 0
-    spec = importlib.util.find_spec("open_clip")
-    gz = Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
+    gz = open_clip_vocabulary()
+    if gz is None:
+        print("open-clip-torch is not installed: run scripts/setup.sh", file=sys.stderr)
+        return 1
     if out.exists():  # a half-written earlier attempt
         import shutil
 

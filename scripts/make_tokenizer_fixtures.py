@@ -275,10 +275,15 @@ def unicode_tables(code_points):
 # --- driver ---------------------------------------------------------------------------------------
 
 def build(out_dir):
-    import open_clip.tokenizer
+    # Located, not imported: importing open_clip pulls in torchvision, which is not installed.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from convert_hf import open_clip_vocabulary
 
     start = time.time()
-    bpe_gz = os.path.abspath(open_clip.tokenizer.default_bpe())
+    vocabulary = open_clip_vocabulary()
+    if vocabulary is None:
+        raise SystemExit("open-clip-torch is not installed: run scripts/setup.sh")
+    bpe_gz = os.path.abspath(vocabulary)
     os.makedirs(out_dir)
     reference = write_hf_folder(bpe_gz, os.path.join(out_dir, "hf"))
     assert reference.is_fast, "the reference must be the fast (Rust) tokenizer"
