@@ -1,5 +1,9 @@
-// The groupvit command-line tool: model information, tokenization and image-text similarity.
+// The groupvit command-line tool: model information, tokenization, image-text similarity,
+// embeddings (cmd_embed.cpp) and zero-shot segmentation of image sets (cmd_segment.cpp).
 // Every failure becomes one line on stderr and a non-zero exit code.
+#include "cli_common.h"
+#include "inputs.h"
+
 #include "groupvit/image_io.h"
 #include "groupvit/image_preprocess.h"
 #include "groupvit/tokenizer_torch.h"
@@ -17,64 +21,12 @@
 
 namespace {
 
+using namespace groupvit_cli;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-struct Common {
-  std::string model_dir;
-  std::string device = "cpu";
-  std::string dtype = "fp32";
-  int threads = 0;
-  bool json_output = false;
-};
-
-void add_common(CLI::App* cmd, Common& c, bool with_device) {
-  cmd->add_option("--model", c.model_dir,
-                  "model directory: converted by scripts/convert_hf.py, or a Hugging Face snapshot with "
-                  "model.safetensors")
-      ->required();
-  if (with_device) {
-    cmd->add_option("--device", c.device, "cpu, cuda or cuda:N")->capture_default_str();
-    cmd->add_option("--dtype", c.dtype, "fp32, fp16 or bf16")->capture_default_str();
-    cmd->add_option("--threads", c.threads, "CPU threads (default: LibTorch's choice)");
-  }
-  cmd->add_flag("--json", c.json_output, "print JSON for scripts instead of a table");
-}
-
-torch::Device parse_device(const std::string& text) {
-  std::optional<torch::Device> device;
-  try {
-    device = torch::Device(text);
-  } catch (const std::exception&) {
-    throw std::invalid_argument("unknown device '" + text + "' (expected cpu, cuda or cuda:N)");
-  }
-  if (device->is_cuda()) {
-    if (!torch::cuda::is_available()) throw std::invalid_argument("device '" + text + "': no CUDA device is available");
-    const auto index = device->has_index() ? device->index() : 0;
-    if (index >= static_cast<int>(torch::cuda::device_count()))
-      throw std::invalid_argument("device '" + text + "': only " + std::to_string(torch::cuda::device_count()) +
-                                  " CUDA device(s)");
-  } else if (!device->is_cpu()) {
-    throw std::invalid_argument("unsupported device '" + text + "' (expected cpu, cuda or cuda:N)");
-  }
-  return *device;
-}
-
-torch::Dtype parse_dtype(const std::string& text) {
-  if (text == "fp32") return torch::kFloat;
-  if (text == "fp16") return torch::kHalf;
-  if (text == "bf16") return torch::kBFloat16;
-  throw std::invalid_argument("unknown dtype '" + text + "' (expected fp32, fp16 or bf16)");
-}
-
-groupvit::ImagePreprocessConfig preprocessor_for(const std::string& model_dir) {
-  const auto path = fs::path(model_dir) / "preprocessor_config.json";
-  if (fs::exists(path)) return groupvit::ImagePreprocessConfig::from_file(path.string());
-  std::cerr << "groupvit: note: " << model_dir << " has no preprocessor_config.json; using CLIP's defaults\n";
-  return groupvit::ImagePreprocessConfig::clip_default();
-}
-
 int run_info(const Common& c) {
+  check_model_dir(c.model_dir);
   const auto config = groupvit::GroupViTConfig::from_file((fs::path(c.model_dir) / groupvit::kConfigFile).string());
   const auto weights = groupvit::find_weights_file(c.model_dir);
   auto model = groupvit::load_model(c.model_dir);
@@ -124,6 +76,7 @@ int run_info(const Common& c) {
 }
 
 int run_tokenize(const Common& c, const std::vector<std::string>& texts) {
+  check_model_dir(c.model_dir);
   auto tokenizer = groupvit::ClipTokenizer::from_directory(c.model_dir);
   tokenizer.set_truncation_warning([](const std::string& text, size_t n) {
     std::cerr << "groupvit: warning: text of " << n << " tokens truncated to " << groupvit::ClipTokenizer::kContextLength
@@ -144,6 +97,7 @@ int run_tokenize(const Common& c, const std::vector<std::string>& texts) {
 }
 
 int run_similarity(const Common& c, const std::vector<std::string>& images, const std::vector<std::string>& texts) {
+  check_model_dir(c.model_dir);
   const auto device = parse_device(c.device);
   const auto dtype = parse_dtype(c.dtype);
   if (c.threads > 0) torch::set_num_threads(c.threads);
@@ -210,11 +164,35 @@ int main(int argc, char** argv) {
   similarity->add_option("--image", sim_images, "an image file (repeat or list several)")->required();
   similarity->add_option("--text", sim_texts, "a text, e.g. \"a photo of a cat\" (repeat or list several)")->required();
 
+  Common embed_opts, seg_opts;
+  std::vector<std::string> embed_images, embed_texts;
+  std::string embed_output;
+  bool embed_normalize = false;
+  int embed_batch = 16;
+  auto* embed = app.add_subcommand("embed", "projected image and/or text features (as get_image_features / "
+                                            "get_text_features), written as .json or .npy");
+  add_common(embed, embed_opts, true);
+  embed->add_option("--image", embed_images, "image files, directories or @list.txt files");
+  embed->add_option("--text", embed_texts, "texts");
+  embed->add_option("--output", embed_output,
+                    "FILE.json, or FILE.npy (with both images and texts: FILE.image.npy and FILE.text.npy)")
+      ->required();
+  embed->add_flag("--normalize", embed_normalize, "L2-normalise the features");
+  embed->add_option("--batch-size", embed_batch, "images per model call")->capture_default_str();
+
+  SegmentOptions seg;
+  auto* segment = app.add_subcommand("segment", "zero-shot semantic segmentation of images, files or whole "
+                                                "directories, with resumable, shardable batch runs");
+  add_common(segment, seg_opts, true);
+  add_segment_options(segment, seg);
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*info) return run_info(info_opts);
     if (*tokenize) return run_tokenize(tok_opts, tok_texts);
     if (*similarity) return run_similarity(sim_opts, sim_images, sim_texts);
+    if (*embed) return run_embed(embed_opts, embed_images, embed_texts, embed_output, embed_normalize, embed_batch);
+    if (*segment) return run_segment(seg_opts, seg);
   } catch (const c10::Error& e) {
     std::cerr << "groupvit: error: " << e.what_without_backtrace() << "\n";
     return 1;

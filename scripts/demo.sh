@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up and builds groupvit if needed, then runs the main job on a real photo: model info,
-# tokenization and image-text similarity.
+# Sets up and builds groupvit if needed, then runs the main jobs on real photos: model info,
+# tokenization, image-text similarity and zero-shot segmentation.
 #
 # The pretrained nvidia/groupvit-gcc-yfcc is converted when the Hugging Face hub is reachable.
 # Where it is not (as on machines without network), the demo says so and runs the same
@@ -57,5 +57,16 @@ echo "== groupvit similarity   [model: $WHICH]"
 "$BIN" similarity --model "$MODEL" --image "$OUT/chelsea.png" --text "a photo of a cat" "a photo of a dog" --json \
   > "$OUT/similarity.json"
 echo
+echo "== groupvit segment   [model: $WHICH]"
+mkdir -p "$OUT/photos"
+cp "$OUT/chelsea.png" "$OUT/astronaut.png" "$OUT/coffee.png" "$OUT/photos/"
+"$BIN" segment --model "$MODEL" --input "$OUT/photos" --output "$OUT/segment" \
+  --labels "cat,person,cup,rocket,plant" --save-groups --json
+echo "first result line:"
+head -n 1 "$OUT/segment/results.jsonl"
+if ((!hub_ok)); then
+  echo "(UNTRAINED model: these label maps are NOT a real prediction; they show the pipeline only)"
+fi
+echo
 echo "== files written to $OUT"
-ls -l "$OUT"
+ls -l "$OUT" "$OUT/segment"

@@ -280,7 +280,7 @@ def make_case(out_dir: Path, name: str):
         subprocess.run([sys.executable, str(HERE / "convert_hf.py"), str(hf_dir), str(model_dir)], check=True)
         (case_dir / "seed.txt").write_text(str(s))
     (case_dir / "info.json").write_text(json.dumps({
-        "model_dir": str(model_dir), "height": height, "width": width, "images": n_images, "texts": n_texts,
+        "model_dir": os.path.relpath(model_dir, case_dir), "height": height, "width": width, "images": n_images, "texts": n_texts,
         "native_size": native, "assign_margins": margins, "seed": s}, indent=1))
     atomic_save(record, case_dir / "ref.pt")
     print(f"{name}: {len(record)} reference tensors ({len(grads)} gradients), "

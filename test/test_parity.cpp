@@ -42,6 +42,7 @@ struct ParityCase {
   fs::path dir;
   nlohmann::json info;
   std::map<std::string, torch::Tensor> ref;
+  std::string model_dir;  // the converted model directory (info.json holds it relative to dir)
 };
 
 ParityCase load_case(const std::string& name) {
@@ -52,6 +53,7 @@ ParityCase load_case(const std::string& name) {
   REQUIRE(in.good());
   in >> c.info;
   c.ref = groupvit::test::load_tensor_dict((c.dir / "ref.pt").string());
+  c.model_dir = (c.dir / c.info.at("model_dir").get<std::string>()).lexically_normal().string();
   return c;
 }
 
@@ -100,8 +102,7 @@ void check_assignments(const ParityCase& c, const std::vector<torch::Tensor>& ou
 
 void run_parity(const std::string& name) {
   auto c = load_case(name);
-  const std::string model_dir = c.info.at("model_dir");
-  auto model = groupvit::load_model(model_dir);
+  auto model = groupvit::load_model(c.model_dir);
   torch::NoGradGuard no_grad;
   const auto& ids = c.ref.at("input.input_ids");
   const auto& mask = c.ref.at("input.attention_mask");
@@ -159,7 +160,7 @@ void run_parity(const std::string& name) {
 void run_gradients(const std::string& name) {
   auto c = load_case(name);
   REQUIRE(c.ref.count("loss") == 1);
-  auto model = groupvit::load_model(c.info.at("model_dir").get<std::string>());
+  auto model = groupvit::load_model(c.model_dir);
   groupvit::GroupViTForwardOptions o;
   o.return_loss = true;
   auto out = model->forward(c.ref.at("input.input_ids"), c.ref.at("input.pixel_values"),
@@ -218,7 +219,7 @@ TEST_CASE("gradients of the contrastive loss match transformers", "[parity]") {
 TEST_CASE("module tree names equal the checkpoint's state-dict keys", "[parity]") {
   for (const char* name : {"full", "small", "two_stage"}) {
     auto c = load_case(name);
-    const std::string model_dir = c.info.at("model_dir");
+    const std::string& model_dir = c.model_dir;
     auto archive = groupvit::read_weights_file((fs::path(model_dir) / groupvit::kArchiveFile).string());
     groupvit::GroupViTModel model(groupvit::GroupViTConfig::from_file((fs::path(model_dir) / "config.json").string()));
     std::set<std::string> ours, theirs;
@@ -238,7 +239,7 @@ TEST_CASE("a Hugging Face directory loads directly and equals the converted one"
                       Catch::Contains("pytorch_model.bin") && Catch::Contains("convert_hf.py"));
   for (const char* name : {"two_stage", "full"}) {
     auto c = load_case(name);
-    auto converted = groupvit::load_model(c.info.at("model_dir").get<std::string>());
+    auto converted = groupvit::load_model(c.model_dir);
     auto direct = groupvit::load_model((c.dir / "hf").string());
     auto a = converted->named_parameters();
     auto b = direct->named_parameters();

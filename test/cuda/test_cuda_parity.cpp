@@ -28,7 +28,8 @@ Fixture load_fixture(const std::string& name) {
   const auto dir = fs::path(groupvit::test::fixtures_dir()) / "parity" / name;
   nlohmann::json info;
   std::ifstream(dir / "info.json") >> info;
-  return {info.at("model_dir").get<std::string>(), groupvit::test::load_tensor_dict((dir / "ref.pt").string())};
+  return {(dir / info.at("model_dir").get<std::string>()).lexically_normal().string(),
+          groupvit::test::load_tensor_dict((dir / "ref.pt").string())};
 }
 
 double min_cosine(const torch::Tensor& a, const torch::Tensor& b) {

@@ -1,0 +1,104 @@
+// Shared CLI plumbing (see cli_common.h).
+#include "cli_common.h"
+
+#include "inputs.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <iostream>
+
+namespace groupvit_cli {
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+
+void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+bool is_directory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+}  // namespace
+
+void add_common(CLI::App* cmd, Common& c, bool with_device) {
+  cmd->add_option("--model", c.model_dir,
+                  "model directory: converted by scripts/convert_hf.py, or a Hugging Face snapshot with "
+                  "model.safetensors")
+      ->required();
+  if (with_device) {
+    cmd->add_option("--device", c.device, "cpu, cuda or cuda:N")->capture_default_str();
+    cmd->add_option("--dtype", c.dtype, "fp32, fp16 or bf16")->capture_default_str();
+    cmd->add_option("--threads", c.threads, "CPU threads for LibTorch (default: its own choice)");
+  }
+  cmd->add_flag("--json", c.json_output, "print JSON for scripts instead of a table");
+}
+
+torch::Device parse_device(const std::string& text) {
+  std::optional<torch::Device> device;
+  try {
+    device = torch::Device(text);
+  } catch (const std::exception&) {
+    throw UsageError("unknown device '" + text + "' (expected cpu, cuda or cuda:N)");
+  }
+  if (device->is_cuda()) {
+    if (!torch::cuda::is_available())
+      throw UsageError("device '" + text + "': no CUDA device is available on this machine (use --device cpu)");
+    const auto index = device->has_index() ? device->index() : 0;
+    if (index >= static_cast<int>(torch::cuda::device_count()))
+      throw UsageError("device '" + text + "': only " + std::to_string(torch::cuda::device_count()) +
+                       " CUDA device(s)");
+  } else if (!device->is_cpu()) {
+    throw UsageError("unsupported device '" + text + "' (expected cpu, cuda or cuda:N)");
+  }
+  return *device;
+}
+
+torch::Dtype parse_dtype(const std::string& text) {
+  if (text == "fp32") return torch::kFloat;
+  if (text == "fp16") return torch::kHalf;
+  if (text == "bf16") return torch::kBFloat16;
+  throw UsageError("unknown dtype '" + text + "' (expected fp32, fp16 or bf16)");
+}
+
+void check_model_dir(const std::string& dir) {
+  if (!is_directory(dir))
+    throw UsageError("model directory '" + dir +
+                     "' does not exist (convert a checkpoint with scripts/convert_hf.py, or pass a Hugging Face "
+                     "snapshot directory)");
+}
+
+groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out) {
+  check_model_dir(c.model_dir);
+  const auto device = parse_device(c.device);
+  const auto dtype = parse_dtype(c.dtype);
+  if (c.threads > 0) torch::set_num_threads(c.threads);
+  groupvit::LoadOptions lo;
+  lo.device = device;
+  lo.dtype = dtype;
+  if (device_out) *device_out = device;
+  return groupvit::load_model(c.model_dir, lo);
+}
+
+groupvit::ImagePreprocessConfig preprocessor_for(const std::string& model_dir) {
+  const std::string path = model_dir + "/preprocessor_config.json";
+  if (::access(path.c_str(), R_OK) == 0) return groupvit::ImagePreprocessConfig::from_file(path);
+  std::cerr << "groupvit: note: " << model_dir << " has no preprocessor_config.json; using CLIP's defaults\n";
+  return groupvit::ImagePreprocessConfig::clip_default();
+}
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;  // a second signal takes the default action: a way out of a stuck run
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
+
+int stop_signal() { return g_stop_signal.load(); }
+
+}  // namespace groupvit_cli

@@ -1,0 +1,79 @@
+// What the groupvit subcommands share: the common options, device/dtype parsing, model loading
+// with clear errors, signal handling for batch runs, and the documented exit codes.
+#pragma once
+
+#include "groupvit/image_preprocess.h"
+#include "groupvit/weights.h"
+
+#include <CLI/CLI.hpp>
+
+#include <atomic>
+#include <string>
+
+namespace groupvit_cli {
+
+// Exit codes (README "Command line").
+constexpr int kExitOk = 0;
+constexpr int kExitError = 1;           // bad usage, model, device, labels...: nothing or little done
+constexpr int kExitSomeImagesFailed = 3;  // the run finished; errors.jsonl lists the images that failed
+// Stopped by SIGINT/SIGTERM after finishing the current batch: 128 + signal (130, 143).
+
+struct Common {
+  std::string model_dir;
+  std::string device = "cpu";
+  std::string dtype = "fp32";
+  int threads = 0;
+  bool json_output = false;
+};
+
+void add_common(CLI::App* cmd, Common& c, bool with_device);
+
+torch::Device parse_device(const std::string& text);
+torch::Dtype parse_dtype(const std::string& text);
+
+// Checks the directory first so that a typo gives "does not exist", not a missing config.json.
+void check_model_dir(const std::string& dir);
+// check_model_dir, device, dtype and threads applied, then load_model.
+groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out = nullptr);
+
+groupvit::ImagePreprocessConfig preprocessor_for(const std::string& model_dir);
+
+// SIGINT/SIGTERM set stop_signal() instead of killing the process (a second one kills it).
+void install_stop_handlers();
+int stop_signal();  // 0 while no stop was requested
+
+int run_embed(const Common& c, const std::vector<std::string>& images, const std::vector<std::string>& texts,
+              const std::string& output, bool normalize, int batch_size);
+
+struct SegmentOptions {
+  std::string mode = "nvlabs";
+  std::string labels;
+  std::string labels_file;
+  std::vector<std::string> inputs;
+  std::string output;
+  std::string templates = "simple";
+  double bg_thresh = 0.95;
+  bool no_background = false;
+  bool whole = false;
+  int64_t short_side = 448;
+  int64_t long_side = 2048;
+  int64_t crop_size = 448;
+  int64_t stride = 224;
+  int64_t top_k = 5;
+  int batch_size = 4;
+  int workers = 0;
+  bool save_groups = false;
+  bool save_logits = false;
+  std::string overlay_format = "jpg";
+  bool no_overlay = false;
+  bool resume = false;
+  std::string shard;
+  int64_t shard_count = 0;
+  double progress_interval = 30;
+  bool quiet = false;
+  std::string extensions;
+};
+void add_segment_options(CLI::App* cmd, SegmentOptions& o);
+int run_segment(const Common& c, const SegmentOptions& o);
+
+}  // namespace groupvit_cli

@@ -1,0 +1,175 @@
+// Output writing (see outputs.h). POSIX calls rather than std::filesystem (LibTorch exports a
+// broken copy of some of its symbols).
+#include "outputs.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace groupvit_cli {
+
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+}  // namespace
+
+bool file_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string parent_directory(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+void make_directories(const std::string& dir) {
+  if (dir.empty() || dir == "." || dir == "/") return;
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) throw std::runtime_error(dir + " exists and is not a directory");
+    return;
+  }
+  make_directories(parent_directory(dir));
+  if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST)
+    throw std::runtime_error("cannot create directory " + dir + ": " + errno_text());
+}
+
+void write_file_atomic(const std::string& path, const void* data, size_t size) {
+  make_directories(parent_directory(path));
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) throw std::runtime_error("cannot write " + tmp + ": " + errno_text());
+  const auto* p = static_cast<const char*>(data);
+  size_t left = size;
+  while (left > 0) {
+    const ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const std::string why = errno_text();
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw std::runtime_error("cannot write " + tmp + ": " + why);
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  if (::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = errno_text();
+    ::unlink(tmp.c_str());
+    throw std::runtime_error("cannot write " + path + ": " + why);
+  }
+}
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, text.data(), text.size());
+}
+
+LineAppender::LineAppender(const std::string& path, bool truncate) : path_(path) {
+  make_directories(parent_directory(path));
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0666);
+  if (fd_ < 0) throw std::runtime_error("cannot open " + path + ": " + errno_text());
+}
+
+LineAppender::~LineAppender() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void LineAppender::append(const std::string& line) {
+  const std::string data = line + "\n";
+  ssize_t n;
+  do {
+    n = ::write(fd_, data.data(), data.size());
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(data.size())) throw std::runtime_error("cannot append to " + path_ + ": " + errno_text());
+}
+
+std::vector<std::string> read_complete_lines_and_trim(const std::string& path) {
+  std::vector<std::string> lines;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return lines;
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t start = 0, complete = 0;
+  while (true) {
+    const auto nl = content.find('\n', start);
+    if (nl == std::string::npos) break;
+    if (nl > start) lines.push_back(content.substr(start, nl - start));
+    start = complete = nl + 1;
+  }
+  if (complete < content.size() && ::truncate(path.c_str(), static_cast<off_t>(complete)) != 0)
+    throw std::runtime_error("cannot trim the partial last line of " + path + ": " + errno_text());
+  return lines;
+}
+
+std::string npy_bytes(const std::vector<float>& values, const std::vector<int64_t>& shape) {
+  std::ostringstream s;
+  s << "(";
+  for (size_t i = 0; i < shape.size(); ++i) s << shape[i] << (shape.size() == 1 || i + 1 < shape.size() ? "," : "");
+  s << ")";
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + s.str() + ", }";
+  const size_t unpadded = 10 + header.size() + 1;
+  header += std::string((64 - unpadded % 64) % 64, ' ') + "\n";
+  std::string out = "\x93NUMPY";
+  out += '\x01';
+  out += '\x00';
+  out += static_cast<char>(header.size() & 0xff);
+  out += static_cast<char>(header.size() >> 8);
+  out += header;
+  out.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+  return out;
+}
+
+std::vector<uint8_t> overlay_image(const groupvit::RgbImage& image, const std::vector<uint8_t>& labels,
+                                   const std::vector<std::string>& names,
+                                   const std::vector<std::array<uint8_t, 3>>& palette, const std::string& ext) {
+  const int h = static_cast<int>(image.height), w = static_cast<int>(image.width);
+  cv::Mat bgr(h, w, CV_8UC3);
+  std::vector<int64_t> count(names.size(), 0);
+  for (int y = 0; y < h; ++y) {
+    const uint8_t* src = image.row(y);
+    auto* dst = bgr.ptr<uint8_t>(y);
+    for (int x = 0; x < w; ++x) {
+      const uint8_t l = labels[static_cast<size_t>(y) * static_cast<size_t>(w) + static_cast<size_t>(x)];
+      if (l < count.size()) ++count[l];
+      for (int c = 0; c < 3; ++c) {
+        const int v = src[x * 3 + c];
+        const int blended = l == 0 ? v : (v + palette[l][static_cast<size_t>(c)] + 1) / 2;
+        dst[x * 3 + (2 - c)] = static_cast<uint8_t>(blended);
+      }
+    }
+  }
+  // Legend: one swatch and name per label present, top left, scaled to the image.
+  const double font = std::max(0.35, std::min(1.0, w / 900.0));
+  const int line_h = static_cast<int>(22 * font) + 6;
+  int y = 4;
+  for (size_t l = 1; l < names.size(); ++l) {
+    if (count[l] == 0) continue;
+    if (y + line_h > h) break;
+    int baseline = 0;
+    const auto size = cv::getTextSize(names[l], cv::FONT_HERSHEY_SIMPLEX, font, 1, &baseline);
+    cv::rectangle(bgr, cv::Rect(2, y, line_h + size.width + 10, line_h), cv::Scalar(0, 0, 0), cv::FILLED);
+    cv::rectangle(bgr, cv::Rect(5, y + 3, line_h - 6, line_h - 6),
+                  cv::Scalar(palette[l][2], palette[l][1], palette[l][0]), cv::FILLED);
+    cv::putText(bgr, names[l], cv::Point(line_h + 4, y + line_h - 6), cv::FONT_HERSHEY_SIMPLEX, font,
+                cv::Scalar(255, 255, 255), 1, cv::LINE_AA);
+    y += line_h;
+  }
+  std::vector<uint8_t> bytes;
+  std::vector<int> params;
+  if (ext == ".jpg") params = {cv::IMWRITE_JPEG_QUALITY, 90};
+  if (!cv::imencode(ext, bgr, bytes, params)) throw std::runtime_error("cannot encode the overlay as " + ext);
+  return bytes;
+}
+
+}  // namespace groupvit_cli

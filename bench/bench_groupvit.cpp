@@ -1,0 +1,214 @@
+// Benchmark of the C++ port: times each row of the benchmark table (see scripts/bench.sh) and
+// prints one JSON object. bench/bench_reference.py times the same rows with transformers.
+//
+//   bench_groupvit --model DIR [--threads N] [--reps R] [--warmup W] [--device cpu|cuda]
+//                  [--rows image_fp32_b1,...] [--only-load]
+#include "groupvit/groupvit.h"
+#include "groupvit/nvlabs_segmentation.h"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <iterator>
+#include <set>
+#include <sstream>
+
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+// Median, min and max of `reps` timed runs after `warmup` untimed ones.
+json time_it(const std::function<void()>& fn, int warmup, int reps, bool cuda) {
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    if (cuda) torch::cuda::synchronize();
+    const auto t0 = Clock::now();
+    fn();
+    if (cuda) torch::cuda::synchronize();
+    t.push_back(seconds_since(t0));
+  }
+  std::sort(t.begin(), t.end());
+  return {{"median_s", t[t.size() / 2]}, {"min_s", t.front()}, {"max_s", t.back()}, {"reps", reps}};
+}
+
+// Multiply-adds x2 of the image tower and its head for one image at the native 224 size:
+// the linear layers and attention products dominate; LayerNorms and softmaxes are left out.
+double image_features_flops(const groupvit::GroupViTConfig& config) {
+  const auto& v = config.vision_config;
+  const double c = static_cast<double>(v.hidden_size), inter = static_cast<double>(v.intermediate_size);
+  double flops = 2.0 * v.num_channels * v.patch_size * v.patch_size * c * static_cast<double>(v.num_patches());
+  auto layer = [&](double tokens) { return tokens * (8 * c * c + 4 * c * inter) + 4 * tokens * tokens * c; };
+  double image_tokens = static_cast<double>(v.num_patches());
+  for (size_t s = 0; s < v.depths.size(); ++s) {
+    const double groups = static_cast<double>(v.num_group_tokens[s]);
+    flops += static_cast<double>(v.depths[s]) * layer(image_tokens + groups);
+    if (groups > 0) {
+      const double out = static_cast<double>(v.num_output_groups[s]);
+      const double tokens_dim = v.assign_mlp_ratio[0] * c, channels_dim = v.assign_mlp_ratio[1] * c;
+      flops += 2 * c * (groups * tokens_dim + tokens_dim * out);                          // mixer over tokens
+      flops += out * 8 * c * c + image_tokens * 4 * c * c + 4 * out * image_tokens * c;  // cross-attention
+      flops += out * 4 * c * inter;                                                     // its MLP
+      flops += out * 4 * c * c + image_tokens * 4 * c * c + 4 * out * image_tokens * c;  // assignment
+      flops += out * 4 * c * channels_dim;                                              // channel MLP
+      image_tokens = out;
+    }
+  }
+  flops += 2 * c * config.projection_intermediate_dim + 2.0 * config.projection_intermediate_dim * config.projection_dim;
+  return flops;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"groupvit benchmark (C++ side); prints JSON"};
+  std::string model_dir, device_name = "cpu", rows_arg;
+  int threads = 0, reps = 7, warmup = 2;
+  bool only_load = false;
+  app.add_option("--model", model_dir, "model directory (converted or Hugging Face)")->required();
+  app.add_option("--threads", threads, "intra-op threads (0: LibTorch's default)");
+  app.add_option("--reps", reps, "timed repetitions per row");
+  app.add_option("--warmup", warmup, "untimed warm-up runs per row");
+  app.add_option("--device", device_name, "cpu or cuda");
+  app.add_option("--rows", rows_arg, "comma-separated subset of rows");
+  app.add_flag("--only-load", only_load, "only time loading (run in a fresh process for peak memory)");
+  CLI11_PARSE(app, argc, argv);
+  if (threads > 0) torch::set_num_threads(threads);
+  const torch::Device device(device_name);
+  const bool cuda = device.is_cuda();
+
+  json out = {{"impl", "groupvit C++"}, {"threads", torch::get_num_threads()}, {"device", device_name},
+              {"torch", TORCH_VERSION}};
+  try {
+    // Load time with a warm page cache: read the weights once before timing.
+    const auto weights = groupvit::find_weights_file(model_dir);
+    {
+      std::ifstream in(weights, std::ios::binary);
+      std::vector<char> sink(1 << 20);
+      while (in.read(sink.data(), static_cast<std::streamsize>(sink.size())) || in.gcount() > 0) {
+      }
+    }
+    const double rss_before = peak_rss_mb();
+    const auto t0 = Clock::now();
+    auto model = groupvit::GroupViT::load(model_dir, device, torch::kFloat);
+    out["load_s"] = seconds_since(t0);
+    out["load_peak_rss_mb"] = peak_rss_mb();
+    out["rss_before_load_mb"] = rss_before;
+    double weight_mb = 0;
+    for (const auto& p : model.model()->parameters()) weight_mb += static_cast<double>(p.numel() * 4) / 1048576.0;
+    out["weights_mb"] = weight_mb;
+    if (only_load) {
+      std::cout << out.dump(1) << "\n";
+      return 0;
+    }
+
+    std::set<std::string> rows;
+    std::stringstream list(rows_arg);
+    for (std::string r; std::getline(list, r, ',');) rows.insert(r);
+    auto want = [&](const std::string& r) { return rows.empty() || rows.count(r) > 0; };
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(0);
+    const auto& config = model.model()->config();
+    const auto opts = torch::TensorOptions().device(device);
+    json results = json::object();
+
+    // The machine's fp32 matrix-multiply rate: the ceiling for the image tower.
+    if (want("gemm_fp32")) {
+      const int64_t n = 1024;
+      auto a = torch::randn({n, n}, opts), b = torch::randn({n, n}, opts);
+      auto r = time_it([&] { auto c = torch::mm(a, b); }, 2, reps, cuda);
+      r["gflops"] = 2.0 * n * n * n / r["median_s"].get<double>() / 1e9;
+      results["gemm_fp32"] = r;
+    }
+    if (want("gemm_bf16")) {
+      const int64_t n = 1024;
+      auto a = torch::randn({n, n}, opts).to(torch::kBFloat16), b = torch::randn({n, n}, opts).to(torch::kBFloat16);
+      auto r = time_it([&] { auto c = torch::mm(a, b); }, 2, reps, cuda);
+      r["gflops"] = 2.0 * n * n * n / r["median_s"].get<double>() / 1e9;
+      results["gemm_bf16"] = r;
+    }
+    const double flops = image_features_flops(config);
+    for (int64_t batch : {1, 8, 32}) {
+      const std::string name = "image_fp32_b" + std::to_string(batch);
+      if (!want(name)) continue;
+      auto pixels = torch::randn({batch, 3, 224, 224}, opts);
+      auto r = time_it([&] { model.model()->get_image_features(pixels); }, warmup, reps, cuda);
+      r["images_per_s"] = static_cast<double>(batch) / r["median_s"].get<double>();
+      r["gflops"] = flops * static_cast<double>(batch) / r["median_s"].get<double>() / 1e9;
+      results[name] = r;
+    }
+    if (want("image_bf16_b32") || want("bf16_accuracy")) {
+      auto pixels = torch::randn({32, 3, 224, 224}, opts);
+      auto fp32_embeds = model.model()->get_image_features(pixels);
+      std::vector<torch::Tensor> fp32_assign =
+          model.model()->vision_model(pixels, false, true).attentions;
+      model.model()->to(torch::kBFloat16);
+      auto px16 = pixels.to(torch::kBFloat16);
+      if (want("image_bf16_b32")) {
+        auto r = time_it([&] { model.model()->get_image_features(px16); }, warmup, reps, cuda);
+        r["images_per_s"] = 32.0 / r["median_s"].get<double>();
+        results["image_bf16_b32"] = r;
+      }
+      auto bf16_embeds = model.model()->get_image_features(px16).to(torch::kFloat);
+      auto bf16_assign = model.model()->vision_model(px16, false, true).attentions;
+      double agree = 0, total = 0;
+      for (size_t s = 0; s < bf16_assign.size(); ++s) {
+        agree += (bf16_assign[s].argmax(1) == fp32_assign[s].argmax(1)).sum().item<double>();
+        total += static_cast<double>(fp32_assign[s].argmax(1).numel());
+      }
+      results["bf16_accuracy"] = {
+          {"min_cosine", torch::cosine_similarity(bf16_embeds, fp32_embeds, 1).min().item<double>()},
+          {"assignment_agreement", agree / total}};
+      model.model()->to(torch::kFloat);
+    }
+    const std::vector<std::string> labels = {"cat", "dog", "person", "car", "tree", "sky", "road", "grass"};
+    for (int64_t n : {1, 80}) {
+      const std::string name = "text_fp32_" + std::to_string(n);
+      if (!want(name)) continue;
+      std::vector<std::string> prompts;
+      for (int64_t i = 0; i < n; ++i) prompts.push_back("a photo of a " + labels[i % labels.size()] + ".");
+      auto tokens = model.tokenize(prompts);
+      auto r = time_it([&] { model.model()->get_text_features(tokens.input_ids, tokens.attention_mask); }, warmup, reps,
+                       cuda);
+      results[name] = r;
+    }
+    auto text_embeds = model.encode_texts({"a photo of a cat.", "a photo of a dog.", "a photo of a person.",
+                                           "a photo of a car.", "a photo of a tree.", "a photo of the sky."});
+    if (want("seg_hf_224")) {
+      auto pixels = torch::randn({1, 3, 224, 224}, opts);
+      results["seg_hf_224"] = time_it([&] { model.segment_hf_labels(pixels, text_embeds); }, warmup, reps, cuda);
+    }
+    if (want("seg_nvlabs_640x480")) {
+      // A 640x480 photo at short side 448: 597x448, two 448-crops with stride 224.
+      auto image = torch::randn({3, 448, 597}, opts);
+      groupvit::NvlabsSegmentationOptions so;
+      results["seg_nvlabs_640x480"] = time_it(
+          [&] { groupvit::nvlabs_segment(*model.model(), {image}, text_embeds, {{{480, 640}}}, so); }, warmup, reps,
+          cuda);
+    }
+    out["rows"] = results;
+    out["image_flops_per_image"] = flops;
+  } catch (const std::exception& e) {
+    std::cerr << "bench_groupvit: error: " << e.what() << "\n";
+    return 1;
+  }
+  std::cout << out.dump(1) << "\n";
+  return 0;
+}

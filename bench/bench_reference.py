@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Benchmark of the reference (Hugging Face transformers, eager, and torch.compile where it
+works): the same rows, inputs, weights and thread count as bench/bench_groupvit.cpp. Prints JSON.
+
+    bench/bench_reference.py --model HF_DIR [--threads N] [--reps R] [--warmup W] [--compile]
+"""
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+
+def time_it(fn, warmup, reps, cuda=False):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {"median_s": times[len(times) // 2], "min_s": times[0], "max_s": times[-1], "reps": reps}
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def nvlabs_like_windows(model, image, text_embeds):
+    """The reference modules over the sliding windows of a 448x597 image (two 448 crops,
+    stride 224), with position interpolation: the model work of NVlabs-style segmentation."""
+    vm = model.vision_model
+    crops = [image[:, :, :, 0:448], image[:, :, :, 149:597]]
+    outs = []
+    for crop in crops:
+        hidden = vm.embeddings(crop, interpolate_pos_encoding=True)
+        enc = vm.encoder(hidden, output_attentions=True, return_dict=True)
+        groups = model.visual_projection(vm.layernorm(enc.last_hidden_state)[0])
+        groups = groups / groups.norm(dim=-1, keepdim=True)
+        from transformers.models.groupvit.modeling_groupvit import get_grouping_from_attentions
+
+        grouping = get_grouping_from_attentions(enc.attentions, crop.shape[2:])
+        outs.append((groups @ text_embeds.t()).softmax(-1).t() @ grouping.flatten(2)[0])
+    return outs
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the image features")
+    parser.add_argument("--only-load", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from transformers import CLIPTokenizer, GroupViTModel
+
+    out = {"impl": "transformers eager", "threads": torch.get_num_threads(), "torch": torch.__version__}
+    rss_before = peak_rss_mb()
+    t0 = time.perf_counter()
+    model = GroupViTModel.from_pretrained(args.model).eval()
+    out["load_s"] = time.perf_counter() - t0
+    out["load_peak_rss_mb"] = peak_rss_mb()
+    out["rss_before_load_mb"] = rss_before
+    if args.only_load:
+        print(json.dumps(out, indent=1))
+        return 0
+
+    torch.manual_seed(0)
+    rows = {}
+    with torch.inference_mode():
+        for batch in (1, 8, 32):
+            pixels = torch.randn(batch, 3, 224, 224)
+            r = time_it(lambda: model.get_image_features(pixel_values=pixels), args.warmup, args.reps)
+            r["images_per_s"] = batch / r["median_s"]
+            rows[f"image_fp32_b{batch}"] = r
+        tokenizer = CLIPTokenizer.from_pretrained(args.model)
+        labels = ["cat", "dog", "person", "car", "tree", "sky", "road", "grass"]
+        for n in (1, 80):
+            tok = tokenizer([f"a photo of a {labels[i % len(labels)]}." for i in range(n)], padding=True,
+                            return_tensors="pt")
+            rows[f"text_fp32_{n}"] = time_it(
+                lambda: model.get_text_features(input_ids=tok.input_ids, attention_mask=tok.attention_mask),
+                args.warmup, args.reps)
+        tok = tokenizer([f"a photo of a {c}." for c in ["cat", "dog", "person", "car", "tree", "sky"]], padding=True,
+                        return_tensors="pt")
+        pixels = torch.randn(1, 3, 224, 224)
+        rows["seg_hf_224"] = time_it(
+            lambda: model(input_ids=tok.input_ids, attention_mask=tok.attention_mask, pixel_values=pixels,
+                          output_segmentation=True).segmentation_logits.argmax(1), args.warmup, args.reps)
+        text = model.get_text_features(input_ids=tok.input_ids, attention_mask=tok.attention_mask)
+        text = text.pooler_output if hasattr(text, "pooler_output") else text
+        text = text / text.norm(dim=-1, keepdim=True)
+        image = torch.randn(1, 3, 448, 597)
+        rows["seg_nvlabs_640x480"] = time_it(lambda: nvlabs_like_windows(model, image, text), args.warmup, args.reps)
+    if args.compile:
+        try:
+            compiled = torch.compile(model.get_image_features)
+            with torch.inference_mode():
+                for batch in (1, 32):
+                    pixels = torch.randn(batch, 3, 224, 224)
+                    r = time_it(lambda: compiled(pixel_values=pixels), args.warmup + 1, args.reps)
+                    r["images_per_s"] = batch / r["median_s"]
+                    rows[f"compiled_image_fp32_b{batch}"] = r
+        except Exception as exc:  # report, don't fail the benchmark
+            out["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    out["rows"] = rows
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Merges the C++ and reference benchmark JSON into docs/benchmarks.md and a JSON file.
+
+    bench/report.py WORK_DIR OUT_MD OUT_JSON
+"""
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROWS = [
+    ("image_fp32_b1", "image features, batch 1, fp32"),
+    ("image_fp32_b8", "image features, batch 8, fp32"),
+    ("image_fp32_b32", "image features, batch 32, fp32"),
+    ("text_fp32_1", "text features, 1 prompt, fp32"),
+    ("text_fp32_80", "text features, 80 prompts, fp32"),
+    ("seg_hf_224", "HF segmentation at 224 (1 image, 6 labels)"),
+    ("seg_nvlabs_640x480", "NVlabs-style segmentation, 640x480 photo (448 short side, 2 windows)"),
+]
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() or "unknown"
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return [f for f in flags if f.startswith(("avx", "amx", "fma"))]
+    except OSError:
+        pass
+    return []
+
+
+def main():
+    work, out_md, out_json = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    cpp = json.loads((work / "cpp.json").read_text())
+    ref = json.loads((work / "ref.json").read_text())
+    cpp_load = json.loads((work / "cpp_load.json").read_text())
+    ref_load = json.loads((work / "ref_load.json").read_text())
+    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "simd": cpu_flags(), "threads": cpp["threads"],
+               "torch": cpp["torch"], "device": cpp["device"],
+               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                        text=True).stdout.strip()}
+    lines = ["# Benchmarks", "",
+             "Written by `scripts/bench.sh` (medians of timed repetitions after warm-ups; min–max in brackets).",
+             "Ours is the C++ port; the reference is Hugging Face `transformers` eager on the same machine, the same",
+             "seeded full-size checkpoint (gcc-yfcc sizes), the same inputs and the same thread count.", "",
+             f"Machine: {machine['cpu']}, {machine['cores']} cores ({', '.join(machine['simd'])}), "
+             f"{machine['threads']} threads, torch {machine['torch']}, device {machine['device']}, "
+             f"commit {machine['commit']}.", "",
+             "| row | ours | reference | ours/reference time | speed-up |", "|---|---|---|---|---|"]
+    table = {}
+    for key, label in ROWS:
+        a, b = cpp["rows"].get(key), ref["rows"].get(key)
+        if not a or not b:
+            continue
+        ratio = a["median_s"] / b["median_s"]
+        table[key] = {"ours": a, "reference": b, "ratio": ratio}
+        fmt = lambda r: f"{r['median_s'] * 1000:.1f} ms [{r['min_s'] * 1000:.1f}–{r['max_s'] * 1000:.1f}]"
+        lines.append(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio:.2f} | {1 / ratio:.2f}× |")
+    lines.append(f"| model load (warm page cache) | {cpp_load['load_s'] * 1000:.0f} ms | "
+                 f"{ref_load['load_s'] * 1000:.0f} ms | {cpp_load['load_s'] / ref_load['load_s']:.2f} | "
+                 f"{ref_load['load_s'] / cpp_load['load_s']:.2f}× |")
+    lines.append(f"| peak resident memory after load | {cpp_load['load_peak_rss_mb']:.0f} MB | "
+                 f"{ref_load['load_peak_rss_mb']:.0f} MB | | |")
+    lines += ["", "## Against the machine's ceiling", ""]
+    g32 = cpp["rows"].get("gemm_fp32", {}).get("gflops")
+    g16 = cpp["rows"].get("gemm_bf16", {}).get("gflops")
+    for key in ("image_fp32_b1", "image_fp32_b8", "image_fp32_b32"):
+        r = cpp["rows"].get(key)
+        if r and g32:
+            lines.append(f"- {key}: {r['images_per_s']:.1f} images/s, {r['gflops']:.1f} GFLOP/s = "
+                         f"{r['gflops'] / g32:.0%} of the measured fp32 matrix-multiply rate ({g32:.1f} GFLOP/s)")
+    if g16:
+        lines.append(f"- bf16 matrix multiply (1024³): {g16:.1f} GFLOP/s")
+    b16 = cpp["rows"].get("image_bf16_b32")
+    acc = cpp["rows"].get("bf16_accuracy")
+    if b16 and "image_fp32_b32" in cpp["rows"]:
+        lines.append(f"- image features batch 32 in bf16: {b16['median_s'] * 1000:.0f} ms, "
+                     f"{cpp['rows']['image_fp32_b32']['median_s'] / b16['median_s']:.2f}× our fp32")
+    if acc:
+        lines.append(f"- bf16 against fp32: image embeddings min cosine {acc['min_cosine']:.5f}, hard assignment "
+                     f"agreement {acc['assignment_agreement']:.2%}")
+    comp = {k: v for k, v in ref["rows"].items() if k.startswith("compiled_")}
+    if comp:
+        lines += ["", "## torch.compile of the reference", ""]
+        for k, v in comp.items():
+            base = k.replace("compiled_", "")
+            lines.append(f"- {base}: {v['median_s'] * 1000:.1f} ms compiled; ours/compiled "
+                         f"{cpp['rows'][base]['median_s'] / v['median_s']:.2f}")
+    if "compile_error" in ref:
+        lines.append(f"- torch.compile failed: {ref['compile_error']}")
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text("\n".join(lines) + "\n")
+    out_json.write_text(json.dumps({"machine": machine, "rows": table, "ours": cpp, "reference": ref,
+                                    "load": {"ours": cpp_load, "reference": ref_load}}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the groupvit CLI on the fixtures of scripts/make_cli_fixtures.py.
+
+    cli_test.py BINARY FIXTURES_DIR WORK_DIR CASE
+
+CASE is one of the functions named test_*; each is its own CTest test. Exit 0 = pass.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+BIN, FIX, WORK = None, None, None
+LABELS = "cat,astronaut,cup of coffee,grass,rocket"
+
+
+def run(*args, expect=0, env=None):
+    p = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+    if expect is not None and p.returncode != expect:
+        raise AssertionError(f"exit {p.returncode} (expected {expect}) for {args}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p
+
+
+def fresh(name):
+    d = WORK / name
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    return d
+
+
+def results(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def check_record(rec, out, names):
+    assert set(rec) >= {"input", "key", "width", "height", "mode", "labels", "pixel_share", "outputs", "timings_ms"}, rec
+    assert rec["labels"] == ["background"] + names, rec["labels"]
+    assert abs(sum(rec["pixel_share"].values()) - 1) < 1e-6, rec["pixel_share"]
+    assert set(rec["timings_ms"]) == {"decode_preprocess", "model", "write"}
+    orig = Image.open(rec["input"])
+    assert (rec["width"], rec["height"]) == orig.size
+    lab = Image.open(rec["outputs"]["labels"])
+    assert lab.mode == "P" and lab.size == orig.size, (lab.mode, lab.size, orig.size)
+    values = np.array(lab)
+    assert values.max() <= len(names)
+    for i, n in enumerate(["background"] + names):
+        share = (values == i).mean()
+        assert abs(share - rec["pixel_share"].get(n, 0)) < 1e-9, (n, share, rec["pixel_share"])
+    if "overlay" in rec["outputs"]:
+        assert Image.open(rec["outputs"]["overlay"]).size == orig.size
+
+
+def test_schema():
+    out = fresh("schema")
+    names = LABELS.split(",")
+    p = run("info", "--model", FIX / "model", "--json")
+    info = json.loads(p.stdout)
+    assert info["text"]["vocab_size"] == 49408 and "devices" in info
+    p = run("tokenize", "--model", FIX / "model", "--text", "a photo of a cat", "--json")
+    assert json.loads(p.stdout)["input_ids"] == [[49406, 320, 1125, 539, 320, 2368, 49407]]
+    p = run("similarity", "--model", FIX / "model", "--image", FIX / "images/chelsea.png", FIX / "images/astronaut.jpg",
+            "--text", "a photo of a cat", "a photo of a dog", "--json")
+    sim = json.loads(p.stdout)
+    assert set(sim) == {"images", "texts", "logits_per_image", "probs"}
+    assert np.array(sim["probs"]).shape == (2, 2) and np.allclose(np.array(sim["probs"]).sum(1), 1, atol=1e-6)
+    p = run("segment", "--model", FIX / "model", "--labels", LABELS, "--input", FIX / "images", "--output", out,
+            "--save-groups", "--save-logits", "--json", "--short-side", "96", "--crop-size", "64", "--stride", "32")
+    summary = json.loads(p.stdout)
+    assert summary["processed"] == 5 and summary["failed"] == 0, summary
+    recs = results(out / "results.jsonl")
+    assert sorted(r["key"] for r in recs) == sorted(os.listdir(FIX / "images")), recs
+    for rec in recs:
+        check_record(rec, out, names)
+        assert len(rec["outputs"]["groups"]) == 2
+        for g in rec["outputs"]["groups"]:
+            assert Image.open(g).size == (rec["width"], rec["height"])
+        assert np.load(rec["outputs"]["logits"]).shape == (len(names) + 1, rec["height"], rec["width"])
+    assert (out / "errors.jsonl").read_text() == ""
+    # labels file, templates and png overlays; hf mode (no background channel)
+    (out / "labels.txt").write_text("cat\n\n# comment\ndog\n")
+    run("segment", "--model", FIX / "model", "--labels-file", out / "labels.txt", "--input", FIX / "images/chelsea.png",
+        "--output", out / "hf", "--mode", "hf", "--templates", "subset", "--overlay-format", "png", "--quiet")
+    rec = results(out / "hf/results.jsonl")[0]
+    check_record(rec, out, ["cat", "dog"])
+    assert rec["outputs"]["overlay"].endswith(".png") and "background" not in rec["pixel_share"]
+
+
+def test_embed():
+    out = fresh("embed")
+    ref = torch.load(FIX / "refs/embed.pt")
+    texts = json.loads((FIX / "manifest.json").read_text())["embed_texts"]
+    images = [FIX / "images" / n for n in ref["images"]]
+    run("embed", "--model", FIX / "model", "--image", *images, "--text", *texts, "--output", out / "e.json")
+    j = json.loads((out / "e.json").read_text())
+    assert set(j) == {"images", "texts", "image_embeds", "text_embeds", "normalized"}
+    errs = {}
+    for key in ("image_embeds", "text_embeds"):
+        got, want = np.array(j[key], dtype=np.float32), ref[key].numpy()
+        assert got.shape == want.shape, (got.shape, want.shape)
+        errs[key] = float(np.abs(got - want).max() / np.abs(want).max())
+        assert errs[key] < 1e-4, errs
+    run("embed", "--model", FIX / "model", "--image", *images, "--output", out / "i.npy", "--normalize")
+    got = np.load(out / "i.npy")
+    want = ref["image_embeds"].numpy()
+    want = want / np.linalg.norm(want, axis=1, keepdims=True)
+    assert np.abs(got - want).max() < 1e-5
+    run("embed", "--model", FIX / "model", "--image", images[0], "--text", "x", "--output", out / "b.npy")
+    assert np.load(out / "b.image.npy").shape[0] == 1 and np.load(out / "b.text.npy").shape[0] == 1
+    print("embed max relative error", errs)
+
+
+def test_hf_parity():
+    out = fresh("hf")
+    man = json.loads((FIX / "manifest.json").read_text())
+    run("segment", "--mode", "hf", "--model", FIX / "model", "--labels", LABELS, "--save-logits", "--quiet",
+        "--input", *[FIX / "images" / n for n in man["hf_images"]], "--output", out, "--batch-size", "2")
+    worst = 0.0
+    for rec in results(out / "results.jsonl"):
+        got = np.load(rec["outputs"]["logits"])
+        want = np.load(FIX / "refs" / f"hf_{rec['key']}.npy")
+        assert got.shape == want.shape, (got.shape, want.shape)
+        err = float(np.abs(got - want).max() / np.abs(want).max())
+        print(f"hf {rec['key']}: max abs error {np.abs(got - want).max():.3e}, relative {err:.3e}")
+        worst = max(worst, err)
+    assert worst < 1e-4, worst
+
+
+def test_nvlabs_parity():
+    man = json.loads((FIX / "manifest.json").read_text())
+    for case, o in man["nvlabs_cases"].items():
+        out = fresh("nv_" + case)
+        args = ["--short-side", o["short"], "--long-side", o["long"], "--crop-size", o["crop"], "--stride", o["stride"]]
+        if o["whole"]:
+            args.append("--whole")
+        run("segment", "--model", FIX / "model", "--labels", LABELS, "--save-logits", "--quiet", "--input",
+            FIX / "images" / o["image"], "--output", out, *args)
+        rec = results(out / "results.jsonl")[0]
+        got = np.load(rec["outputs"]["logits"])
+        want = np.load(FIX / "refs" / f"nv_{case}.npy")
+        assert got.shape == want.shape, (case, got.shape, want.shape)
+        diff = np.abs(got - want)
+        label_agree = (got.argmax(0) == want.argmax(0)).mean()
+        print(f"nvlabs {case}: {got.shape}, max abs error {diff.max():.3e}, label agreement {label_agree:.6f}")
+        assert diff.max() < 1e-4, case
+        assert label_agree == 1.0
+        lab = np.array(Image.open(rec["outputs"]["labels"]))
+        assert (lab == want.argmax(0)).all()
+
+
+def test_sizes():
+    out = fresh("sizes")
+    for extra in ([], ["--whole"], ["--mode", "hf"]):
+        d = out / ("_".join(extra) or "slide")
+        run("segment", "--model", FIX / "model", "--labels", LABELS, "--input", FIX / "images", "--output", d,
+            "--short-side", "80", "--crop-size", "48", "--stride", "32", "--quiet", *extra)
+        recs = results(d / "results.jsonl")
+        assert len(recs) == 5
+        for rec in recs:
+            check_record(rec, d, LABELS.split(","))
+
+
+def test_broken():
+    out = fresh("broken")
+    p = run("segment", "--model", FIX / "model", "--labels", LABELS, "--input", FIX / "broken", "--output", out,
+            "--short-side", "64", "--crop-size", "64", "--stride", "32", "--quiet", expect=3)
+    assert "1 failed" in p.stderr, p.stderr
+    errs = results(out / "errors.jsonl")
+    assert [e["key"] for e in errs] == ["bad.jpg"] and errs[0]["error"], errs
+    assert sorted(r["key"] for r in results(out / "results.jsonl")) == ["good0.png", "good1.png", "good2.png"]
+    assert not (out / "bad.jpg.labels.png").exists()
+
+
+def many_inputs(n, name):
+    src = WORK / name  # one folder per test: CTest runs tests in parallel
+    if not (src / f"img{n - 1:03d}.png").exists():
+        src.mkdir(parents=True, exist_ok=True)
+        base = Image.open(FIX / "images/chelsea.png").resize((48, 40))
+        for i in range(n):
+            base.rotate(i * 7).save(src / f"img{i:03d}.png")
+    return src
+
+
+def test_resume():
+    src = many_inputs(40, "many_resume")
+    out = fresh("resume")
+    args = ["segment", "--model", FIX / "model", "--labels", LABELS, "--input", src, "--output", out,
+            "--short-side", "48", "--crop-size", "48", "--stride", "48", "--batch-size", "1", "--quiet"]
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        p = subprocess.Popen([BIN, *map(str, args + (["--resume"] if sig == signal.SIGINT else []))],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        start = len(results(out / "results.jsonl")) if (out / "results.jsonl").exists() else 0
+        while time.time() < deadline:
+            done = len(results(out / "results.jsonl")) if (out / "results.jsonl").exists() else 0
+            if done >= start + 3 or p.poll() is not None:
+                break
+            time.sleep(0.02)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode in (0, 128 + sig), (p.returncode, err)
+        partial = len(results(out / "results.jsonl"))
+        print(f"signal {int(sig)}: exit {p.returncode}, {partial} of 40 recorded")
+    assert partial < 40, "the run finished before it could be interrupted; make the input larger"
+    assert not list(out.glob("*.tmp-*")), "temporary files left behind"
+    p = run(*args, "--resume", "--json")
+    summary = json.loads(p.stdout)
+    keys = [r["key"] for r in results(out / "results.jsonl")]
+    assert len(keys) == len(set(keys)) == 40, (len(keys), len(set(keys)))
+    assert summary["skipped_done"] == partial and summary["processed"] == 40 - partial, summary
+    for k in keys:
+        assert (out / f"{k}.labels.png").exists() and (out / f"{k}.overlay.jpg").exists()
+
+
+def test_shards():
+    src = many_inputs(40, "many_shards")
+    (WORK / "list.txt").write_text("# every other image\n" + "".join(f"{src}/img{i:03d}.png\n" for i in range(0, 40, 2)))
+    out = fresh("shards")
+    keys = []
+    base = ["segment", "--model", FIX / "model", "--labels", "cat,dog", "--output", out, "--short-side", "48",
+            "--crop-size", "48", "--stride", "48", "--quiet", "--input", src]
+    for i in range(3):
+        run(*base, "--shard", f"{i}/3")
+        keys.append({r["key"] for r in results(out / f"results.shard-{i}-of-3.jsonl")})
+    assert sum(len(k) for k in keys) == 40 and set.union(*keys) == {f"img{i:03d}.png" for i in range(40)}, keys
+    # Slurm and Kubernetes defaults pick the same shards as --shard.
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT="3")
+    run(*base[:6], out / "slurm", *base[7:], env=env)
+    assert {r["key"] for r in results(out / "slurm/results.shard-1-of-3.jsonl")} == keys[1]
+    env = dict(os.environ, JOB_COMPLETION_INDEX="2")
+    run(*base[:6], out / "k8s", *base[7:], "--shard-count", "3", env=env)
+    assert {r["key"] for r in results(out / "k8s/results.shard-2-of-3.jsonl")} == keys[2]
+    # @list input: list entries keep their path as the key
+    run("segment", "--model", FIX / "model", "--labels", "cat", "--output", out / "list", "--short-side", "48",
+        "--crop-size", "48", "--stride", "48", "--quiet", "--input", f"@{WORK / 'list.txt'}", "--shard", "0/1")
+    assert len(results(out / "list/results.jsonl")) == 20
+
+
+def test_errors():
+    out = fresh("errors")
+    img = FIX / "images/chelsea.png"
+    cases = [
+        (["segment", "--model", out / "nope", "--labels", "cat", "--input", img, "--output", out], "does not exist"),
+        (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--device", "tpu"],
+         "unknown device"),
+        (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--device", "cuda"],
+         "no CUDA device"),
+        (["segment", "--model", FIX / "model", "--labels", " , ", "--input", img, "--output", out], "label list is empty"),
+        (["segment", "--model", FIX / "model", "--labels", "cat", "--input", out / "missing.jpg", "--output", out],
+         "does not exist"),
+        (["embed", "--model", FIX / "model", "--text", "x", "--output", out / "x.txt"], ".json or .npy"),
+        (["info", "--model", out / "nope"], "does not exist"),
+        (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--shard", "3/3"],
+         "out of range"),
+    ]
+    if torch.cuda.is_available():
+        cases = [c for c in cases if "no CUDA device" not in c[1]]
+    for args, needle in cases:
+        p = run(*args, expect=1)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("groupvit: error: ") and needle in lines[0], (args, p.stderr)
+
+
+def main():
+    global BIN, FIX, WORK
+    BIN, FIX, WORK = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    WORK.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    globals()["test_" + sys.argv[4]]()
+    print(f"{sys.argv[4]}: passed in {time.time() - t:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
