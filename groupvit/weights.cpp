@@ -41,10 +41,11 @@ torch::Dtype dtype_from_safetensors(const std::string& dtype, const std::string&
   throw WeightsError(where + ": dtype " + dtype + " is not supported");
 }
 
-// A read-only memory map that unmaps itself.
-class MappedFile {
+// A file read with pread: header and tensors go straight to their destination, so loading
+// needs no second copy of the weights in memory.
+class File {
  public:
-  explicit MappedFile(const std::string& path) {
+  explicit File(const std::string& path) : path_(path) {
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) throw WeightsError(path + ": cannot open: " + std::strerror(errno));
     struct stat st {};
@@ -52,30 +53,59 @@ class MappedFile {
       ::close(fd_);
       throw WeightsError(path + ": not a regular file");
     }
-    size_ = static_cast<size_t>(st.st_size);
-    if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
-      if (p == MAP_FAILED) {
-        ::close(fd_);
-        throw WeightsError(path + ": cannot map: " + std::strerror(errno));
-      }
-      data_ = static_cast<const uint8_t*>(p);
+    size_ = static_cast<uint64_t>(st.st_size);
+  }
+  ~File() { ::close(fd_); }
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+  uint64_t size() const { return size_; }
+  void read(void* dst, uint64_t bytes, uint64_t offset) const {
+    auto* out = static_cast<char*>(dst);
+    while (bytes > 0) {
+      const ssize_t n = ::pread(fd_, out, std::min<uint64_t>(bytes, 1u << 30), static_cast<off_t>(offset));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw WeightsError(path_ + ": read error at byte " + std::to_string(offset) + (n < 0 ? std::string(": ") + std::strerror(errno) : ": unexpected end of file"));
+      out += n;
+      bytes -= static_cast<uint64_t>(n);
+      offset += static_cast<uint64_t>(n);
     }
   }
-  ~MappedFile() {
-    if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
-    if (fd_ >= 0) ::close(fd_);
-  }
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  const uint8_t* data() const { return data_; }
-  size_t size() const { return size_; }
 
  private:
+  std::string path_;
   int fd_ = -1;
-  const uint8_t* data_ = nullptr;
-  size_t size_ = 0;
+  uint64_t size_ = 0;
 };
+
+SafetensorsHeader read_header(const File& file, const std::string& path) {
+  uint8_t length_bytes[8] = {};
+  if (file.size() < 8) throw WeightsError(path + ": not a valid safetensors file: shorter than 8 bytes");
+  file.read(length_bytes, 8, 0);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | length_bytes[i];
+  // The parser rejects lengths beyond the file or 100 MB before anything is allocated.
+  const uint64_t available = std::min<uint64_t>(header_len, std::min<uint64_t>(file.size() - 8, 100ull << 20));
+  std::vector<uint8_t> buffer(8 + available);
+  std::memcpy(buffer.data(), length_bytes, 8);
+  if (available > 0) file.read(buffer.data() + 8, available, 8);
+  try {
+    return parse_safetensors_header(buffer.data(), buffer.size(), file.size(), path);
+  } catch (const FormatError& e) {
+    throw WeightsError(e.what());
+  }
+}
+
+struct TensorInfo {
+  std::vector<int64_t> shape;
+  torch::Dtype dtype;
+};
+
+std::map<std::string, torch::Tensor> module_targets(torch::nn::Module& module) {
+  std::map<std::string, torch::Tensor> targets;
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) targets.emplace(p.key(), p.value());
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) targets.emplace(b.key(), b.value());
+  return targets;
+}
 
 std::string shape_string(c10::IntArrayRef shape) {
   std::ostringstream s;
@@ -86,20 +116,13 @@ std::string shape_string(c10::IntArrayRef shape) {
 }  // namespace
 
 TensorMap read_safetensors_file(const std::string& path) {
-  MappedFile file(path);
-  SafetensorsHeader header;
-  try {
-    header = parse_safetensors_header(file.data(), file.size(), file.size(), path);
-  } catch (const FormatError& e) {
-    throw WeightsError(e.what());
-  }
+  File file(path);
+  const auto header = read_header(file, path);
   TensorMap out;
-  const uint8_t* base = file.data() + header.data_offset;
   for (const auto& e : header.tensors) {
     const auto dtype = dtype_from_safetensors(e.dtype, path + ": tensor '" + e.name + "'");
-    // Copy out of the mapping: the map is released when this function returns.
     auto t = torch::empty(e.shape, torch::TensorOptions().dtype(dtype));
-    if (e.end > e.begin) std::memcpy(t.data_ptr(), base + e.begin, e.end - e.begin);
+    if (e.end > e.begin) file.read(t.data_ptr(), e.end - e.begin, header.data_offset + e.begin);
     out.emplace(e.name, std::move(t));
   }
   return out;
@@ -132,45 +155,52 @@ TensorMap read_weights_file(const std::string& path) {
   return out;
 }
 
-void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, const std::string& source) {
-  std::vector<std::string> missing, mismatched, unexpected;
-  std::map<std::string, torch::Tensor> targets;
-  for (const auto& p : module.named_parameters(/*recurse=*/true)) targets.emplace(p.key(), p.value());
-  for (const auto& b : module.named_buffers(/*recurse=*/true)) targets.emplace(b.key(), b.value());
+namespace {
 
+// Throws WeightsError listing every missing, unexpected and mis-shaped tensor.
+void check_fit(const std::map<std::string, torch::Tensor>& targets, const std::map<std::string, TensorInfo>& infos,
+               const std::string& source) {
+  std::vector<std::string> missing, mismatched, unexpected;
   for (const auto& [name, target] : targets) {
-    auto it = tensors.find(name);
-    if (it == tensors.end()) {
+    auto it = infos.find(name);
+    if (it == infos.end()) {
       if (!ends_with(name, "num_batches_tracked")) missing.push_back(name);
       continue;
     }
-    const auto& src = it->second;
-    if (src.sizes() != target.sizes()) {
-      mismatched.push_back(name + " (file " + shape_string(src.sizes()) + ", model " + shape_string(target.sizes()) + ")");
-    } else if (src.is_floating_point() != target.is_floating_point()) {
-      mismatched.push_back(name + " (file dtype " + std::string(c10::toString(src.scalar_type())) + ", model " +
+    const auto& info = it->second;
+    if (c10::IntArrayRef(info.shape) != target.sizes()) {
+      mismatched.push_back(name + " (file " + shape_string(info.shape) + ", model " + shape_string(target.sizes()) + ")");
+    } else if (c10::isFloatingType(info.dtype) != target.is_floating_point()) {
+      mismatched.push_back(name + " (file dtype " + std::string(c10::toString(info.dtype)) + ", model " +
                            c10::toString(target.scalar_type()) + ")");
     }
   }
-  for (const auto& [name, tensor] : tensors) {
-    (void)tensor;
+  for (const auto& [name, info] : infos) {
+    (void)info;
     if (!targets.count(name) && name != "text_model.embeddings.position_ids") unexpected.push_back(name);
   }
-  if (!missing.empty() || !mismatched.empty() || !unexpected.empty()) {
-    std::ostringstream msg;
-    msg << source << ": the weights do not fit the model of config.json";
-    auto list = [&](const char* what, const std::vector<std::string>& names) {
-      if (names.empty()) return;
-      msg << "\n  " << what << " (" << names.size() << "):";
-      for (size_t i = 0; i < names.size() && i < 20; ++i) msg << "\n    " << names[i];
-      if (names.size() > 20) msg << "\n    ... and " << names.size() - 20 << " more";
-    };
-    list("missing", missing);
-    list("wrong shape or dtype", mismatched);
-    list("unexpected", unexpected);
-    throw WeightsError(msg.str());
-  }
+  if (missing.empty() && mismatched.empty() && unexpected.empty()) return;
+  std::ostringstream msg;
+  msg << source << ": the weights do not fit the model of config.json";
+  auto list = [&](const char* what, const std::vector<std::string>& names) {
+    if (names.empty()) return;
+    msg << "\n  " << what << " (" << names.size() << "):";
+    for (size_t i = 0; i < names.size() && i < 20; ++i) msg << "\n    " << names[i];
+    if (names.size() > 20) msg << "\n    ... and " << names.size() - 20 << " more";
+  };
+  list("missing", missing);
+  list("wrong shape or dtype", mismatched);
+  list("unexpected", unexpected);
+  throw WeightsError(msg.str());
+}
 
+}  // namespace
+
+void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, const std::string& source) {
+  auto targets = module_targets(module);
+  std::map<std::string, TensorInfo> infos;
+  for (const auto& [name, t] : tensors) infos.emplace(name, TensorInfo{t.sizes().vec(), t.scalar_type()});
+  check_fit(targets, infos, source);
   torch::NoGradGuard no_grad;
   for (auto& [name, target] : targets) {
     auto it = tensors.find(name);
@@ -178,9 +208,35 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, const 
   }
 }
 
+void load_safetensors(torch::nn::Module& module, const std::string& path) {
+  File file(path);
+  const auto header = read_header(file, path);
+  auto targets = module_targets(module);
+  std::map<std::string, TensorInfo> infos;
+  for (const auto& e : header.tensors)
+    infos.emplace(e.name, TensorInfo{e.shape, dtype_from_safetensors(e.dtype, path + ": tensor '" + e.name + "'")});
+  check_fit(targets, infos, path);
+  torch::NoGradGuard no_grad;
+  for (const auto& e : header.tensors) {
+    auto it = targets.find(e.name);
+    if (it == targets.end() || e.end == e.begin) continue;
+    auto& target = it->second;
+    const auto dtype = infos.at(e.name).dtype;
+    const uint64_t offset = header.data_offset + e.begin;
+    if (target.device().is_cpu() && target.is_contiguous() && target.scalar_type() == dtype) {
+      file.read(target.data_ptr(), e.end - e.begin, offset);  // straight into the parameter
+    } else {
+      auto staging = torch::empty(e.shape, torch::TensorOptions().dtype(dtype));
+      file.read(staging.data_ptr(), e.end - e.begin, offset);
+      target.copy_(staging);
+    }
+  }
+}
+
 std::string find_weights_file(const std::string& dir) {
   if (!fs::is_directory(dir)) throw WeightsError(dir + ": not a model directory (no such directory)");
-  for (const char* name : {kArchiveFile, kSafetensorsFile}) {
+  // model.safetensors first: it loads without a second copy of the weights in memory.
+  for (const char* name : {kSafetensorsFile, kArchiveFile}) {
     auto path = fs::path(dir) / name;
     if (fs::exists(path)) return path.string();
   }
@@ -198,7 +254,11 @@ GroupViTModel load_model(const std::string& dir, const LoadOptions& options) {
   const auto config = GroupViTConfig::from_file(config_path);
   const auto weights_path = find_weights_file(dir);
   GroupViTModel model(config);
-  load_state_dict(*model, read_weights_file(weights_path), weights_path);
+  if (ends_with(weights_path, ".safetensors")) {
+    load_safetensors(*model, weights_path);
+  } else {
+    load_state_dict(*model, read_weights_file(weights_path), weights_path);
+  }
   model->eval();
   model->to(options.device, options.dtype);
   return model;

@@ -36,13 +36,18 @@ TensorMap read_safetensors_file(const std::string& path);
 // reference's non-persistent text position_ids, and BatchNorm counters absent from old files.
 void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, const std::string& source);
 
+// Reads a safetensors file straight into the module's parameters and buffers (no second copy
+// of the weights), after the same checks as load_state_dict.
+void load_safetensors(torch::nn::Module& module, const std::string& path);
+
 struct LoadOptions {
   torch::Device device = torch::kCPU;
   torch::Dtype dtype = torch::kFloat;
 };
 
-// The weights file load_model would read in `dir`: the converter's archive first, then
-// model.safetensors. Throws WeightsError when there is none.
+// The weights file load_model would read in `dir`: model.safetensors (which the converter
+// writes next to its archive) first, then the converter's archive. Throws WeightsError when
+// there is none.
 std::string find_weights_file(const std::string& dir);
 
 // Reads config.json and the weights of a model directory; returns the model in eval mode on

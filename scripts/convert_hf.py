@@ -10,6 +10,7 @@ nvidia/groupvit-gcc-yfcc (downloaded only when the hub is reachable).
 OUT_DIR receives:
   groupvit_weights.pt      torch.save of a plain {name: tensor} dict, loadable by LibTorch
                            (torch::pickle_load) and by torch.load
+  model.safetensors        the same tensors; what groupvit::load_model reads (fastest)
   config.json              the source's config
   tokenizer / preprocessor files found in SRC; where SRC has no vocabulary, the
   OpenAI/open_clip bpe_simple_vocab_16e6.txt.gz from the open-clip-torch package
@@ -28,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 WEIGHTS_FILE = "groupvit_weights.pt"
+SAFETENSORS_FILE = "model.safetensors"
 TOKENIZER_FILES = ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 PREPROCESSOR_FILES = ["preprocessor_config.json"]
 # Present in older checkpoints; the reference regenerates it (non-persistent buffer).
@@ -164,6 +166,14 @@ def convert(src_arg: str, out_dir: Path, dtype_name: str) -> dict:
     written = torch.load(str(out_dir / WEIGHTS_FILE), map_location="cpu", weights_only=True)
     if written.keys() != tensors.keys() or any(not torch.equal(written[k], tensors[k]) for k in tensors):
         raise ConversionError(f"{out_dir / WEIGHTS_FILE}: read-back differs from what was written")
+    # The same tensors as safetensors: the C++ loader reads it straight into the parameters
+    # (fast, no second copy in memory); the archive above serves torch::pickle_load users.
+    from safetensors.torch import load_file, save_file
+
+    atomic_write(out_dir / SAFETENSORS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    written = load_file(str(out_dir / SAFETENSORS_FILE))
+    if written.keys() != tensors.keys() or any(not torch.equal(written[k], tensors[k]) for k in tensors):
+        raise ConversionError(f"{out_dir / SAFETENSORS_FILE}: read-back differs from what was written")
 
     copied = []
     for name in ["config.json"] + TOKENIZER_FILES + PREPROCESSOR_FILES:

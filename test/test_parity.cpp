@@ -252,5 +252,14 @@ TEST_CASE("a Hugging Face directory loads directly and equals the converted one"
       INFO(name << ": " << buf.key());
       CHECK(torch::equal(buf.value(), direct->named_buffers()[buf.key()]));
     }
+    // The converter's torch.save archive holds the same tensors as its model.safetensors.
+    groupvit::GroupViTModel from_archive(converted->config());
+    groupvit::load_state_dict(*from_archive,
+                              groupvit::read_weights_file((fs::path(c.model_dir) / groupvit::kArchiveFile).string()),
+                              "archive");
+    for (const auto& p : from_archive->named_parameters()) {
+      INFO(name << ": archive " << p.key());
+      CHECK(torch::equal(p.value(), a[p.key()]));
+    }
   }
 }
