@@ -278,6 +278,10 @@ def make_case(out_dir: Path, name: str):
         save_checkpoint(model, hf_dir, fmt)
         model_dir = case_dir / "model"
         subprocess.run([sys.executable, str(HERE / "convert_hf.py"), str(hf_dir), str(model_dir)], check=True)
+        if name == "small":  # half-precision storage, which the loader widens back into fp32 parameters
+            for dtype in ("fp16", "bf16"):
+                subprocess.run([sys.executable, str(HERE / "convert_hf.py"), str(hf_dir), str(case_dir / f"model_{dtype}"),
+                                "--dtype", dtype], check=True)
         (case_dir / "seed.txt").write_text(str(s))
     (case_dir / "info.json").write_text(json.dumps({
         "model_dir": os.path.relpath(model_dir, case_dir), "height": height, "width": width, "images": n_images, "texts": n_texts,

@@ -263,3 +263,21 @@ TEST_CASE("a Hugging Face directory loads directly and equals the converted one"
     }
   }
 }
+
+TEST_CASE("fp16 and bf16 storage from the converter load as the rounded fp32 weights", "[parity]") {
+  auto c = load_case("small");
+  auto reference = groupvit::load_model(c.model_dir);
+  for (auto [suffix, dtype] : {std::pair<const char*, torch::Dtype>{"fp16", torch::kHalf}, {"bf16", torch::kBFloat16}}) {
+    const auto dir = c.dir / (std::string("model_") + suffix);
+    for (const auto& [key, t] : groupvit::read_weights_file((dir / groupvit::kArchiveFile).string())) {
+      INFO(suffix << " archive " << key);
+      if (t.is_floating_point()) CHECK(t.scalar_type() == dtype);
+    }
+    auto stored = groupvit::load_model(dir.string());
+    auto expected = reference->named_parameters();
+    for (const auto& p : stored->named_parameters()) {
+      INFO(suffix << ": " << p.key());
+      CHECK(torch::equal(p.value(), expected[p.key()].to(dtype).to(torch::kFloat)));
+    }
+  }
+}
