@@ -91,6 +91,27 @@ torch::Tensor GroupViT::segment_hf(const torch::Tensor& pixel_values, const torc
   return model_->segmentation_logits(vision, text_embeds.to(device_, dtype_), pixels.size(2), pixels.size(3));
 }
 
+torch::Tensor GroupViT::encode_classes(const std::vector<std::string>& labels,
+                                       const std::vector<std::string>& templates) const {
+  if (labels.empty()) throw std::invalid_argument("no labels to encode");
+  if (templates.empty()) throw std::invalid_argument("no prompt templates");
+  auto batch = tokenize(fill_templates(labels, templates));
+  torch::NoGradGuard no_grad;
+  auto features = model_->get_text_features(batch.input_ids, batch.attention_mask);
+  return class_embeddings_from_features(features, static_cast<int64_t>(labels.size()));
+}
+
+std::vector<torch::Tensor> GroupViT::segment_nvlabs(const std::vector<torch::Tensor>& images,
+                                                    const torch::Tensor& class_embeds,
+                                                    const std::vector<std::array<int64_t, 2>>& out_sizes,
+                                                    const NvlabsSegmentationOptions& options) const {
+  if (images.size() != out_sizes.size()) throw std::invalid_argument("segment_nvlabs: one output size per image");
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> on_device;
+  for (const auto& image : images) on_device.push_back(image.to(device_, dtype_));
+  return nvlabs_segment(*model_, on_device, class_embeds.to(device_, dtype_), out_sizes, options);
+}
+
 torch::Tensor GroupViT::segment_hf_labels(const torch::Tensor& pixel_values, const torch::Tensor& text_embeds) const {
   return segment_hf(pixel_values, text_embeds).argmax(1);
 }

@@ -12,6 +12,8 @@
 
 #include "groupvit/image_preprocess.h"
 #include "groupvit/model.h"
+#include "groupvit/nvlabs_segmentation.h"
+#include "groupvit/prompt_templates.h"
 #include "groupvit/tokenizer_torch.h"
 #include "groupvit/version.h"
 #include "groupvit/weights.h"
@@ -60,6 +62,19 @@ class GroupViT {
   torch::Tensor segment_hf(const torch::Tensor& pixel_values, const torch::Tensor& text_embeds) const;
   // Per-pixel label from segment_hf: index of the best text, [images, H, W] int64.
   torch::Tensor segment_hf_labels(const torch::Tensor& pixel_values, const torch::Tensor& text_embeds) const;
+
+  // NVlabs (paper) semantics. Class embeddings: the projected text features of every
+  // template filled with each label, averaged per label, L2-normalised: [labels, projection_dim].
+  // Templates: kSimpleTemplates ("a photo of a {}."), kSubsetTemplates, kFullTemplates.
+  torch::Tensor encode_classes(const std::vector<std::string>& labels,
+                               const std::vector<std::string>& templates = kSimpleTemplates) const;
+  // Segments images [3, H, W] prepared with ImagePreprocessConfig::nvlabs_eval() (short side 448,
+  // ImageNet mean/std): sliding 448 windows (or options.whole), one-hot grouping, top-k gating,
+  // background threshold. Returns per image float32 scores [1 + labels, out_h, out_w] at the
+  // requested (original) size, channel 0 = background; argmax over dim 0 is the label map.
+  std::vector<torch::Tensor> segment_nvlabs(const std::vector<torch::Tensor>& images, const torch::Tensor& class_embeds,
+                                            const std::vector<std::array<int64_t, 2>>& out_sizes,
+                                            const NvlabsSegmentationOptions& options = {}) const;
 
   // --- the parts, for custom use (fine-tuning with image_text_contrastive_loss, hooks) ---
   GroupViTModel& model() { return model_; }

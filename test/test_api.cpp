@@ -37,6 +37,31 @@ TEST_CASE("the facade gives the reference's embeddings, logits and segmentation"
   CHECK_THROWS_WITH(model.tokenize({}), Catch::Contains("no texts"));
 }
 
+TEST_CASE("the facade's NVlabs segmentation equals the core function it wraps", "[api]") {
+  auto model = groupvit::GroupViT::load(full_model_dir());
+  const std::vector<std::string> labels = {"cat", "dog", "grass"};
+  const auto classes = model.encode_classes(labels, groupvit::kSubsetTemplates);
+  REQUIRE(classes.sizes() == torch::IntArrayRef{3, model.model()->config().projection_dim});
+  CHECK(torch::allclose(classes.norm(2, -1), torch::ones({3}), 1e-5, 1e-5));
+  // By hand: every template filled with every label, mean per label, normalised.
+  auto filled = groupvit::fill_templates(labels, groupvit::kSubsetTemplates);
+  auto tokens = model.tokenize(filled);
+  auto features = model.model()->get_text_features(tokens.input_ids, tokens.attention_mask).detach();
+  auto mean = features.view({3, -1, features.size(-1)}).mean(1);
+  CHECK(max_rel(classes, mean / mean.norm(2, -1, true)) < 1e-5);
+
+  torch::manual_seed(1);
+  const auto image = torch::randn({3, 448, 512});
+  groupvit::NvlabsSegmentationOptions o;
+  const auto scores = model.segment_nvlabs({image}, classes, {{{300, 341}}}, o);
+  REQUIRE(scores.size() == 1);
+  CHECK(scores[0].sizes() == torch::IntArrayRef{4, 300, 341});
+  torch::NoGradGuard no_grad;
+  auto direct = groupvit::nvlabs_segment(*model.model(), {image}, classes, {{{300, 341}}}, o);
+  CHECK(torch::equal(scores[0], direct[0]));
+  CHECK_THROWS_WITH(model.encode_classes({}), Catch::Contains("no labels"));
+}
+
 TEST_CASE("frames as uint8 tensors are preprocessed close to the exact path", "[api]") {
   auto model = groupvit::GroupViT::load(full_model_dir());
   torch::manual_seed(0);
