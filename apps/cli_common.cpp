@@ -84,10 +84,11 @@ groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out) {
 }
 
 groupvit::ImagePreprocessConfig preprocessor_for(const std::string& model_dir) {
-  const std::string path = model_dir + "/preprocessor_config.json";
-  if (::access(path.c_str(), R_OK) == 0) return groupvit::ImagePreprocessConfig::from_file(path);
-  std::cerr << "groupvit: note: " << model_dir << " has no preprocessor_config.json; using CLIP's defaults\n";
-  return groupvit::ImagePreprocessConfig::clip_default();
+  bool used_default = false;
+  auto config = groupvit::ImagePreprocessConfig::for_model_dir(model_dir, &used_default);
+  if (used_default)
+    std::cerr << "groupvit: note: " << model_dir << " has no preprocessor_config.json; using CLIP's defaults\n";
+  return config;
 }
 
 void install_stop_handlers() {

@@ -29,11 +29,15 @@ int run_info(const Common& c) {
   check_model_dir(c.model_dir);
   const auto config = groupvit::GroupViTConfig::from_file((fs::path(c.model_dir) / groupvit::kConfigFile).string());
   const auto weights = groupvit::find_weights_file(c.model_dir);
-  auto model = groupvit::load_model(c.model_dir);
+  // One read of the weights: checked against the config like load_model does, and the
+  // stored dtype taken from the same tensors.
+  const auto tensors = groupvit::read_weights_file(weights);
+  groupvit::GroupViTModel model(config);
+  groupvit::load_state_dict(*model, tensors, weights);
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
   std::string stored_dtype = "float32";
-  for (const auto& [name, t] : groupvit::read_weights_file(weights)) {
+  for (const auto& [name, t] : tensors) {
     if (t.is_floating_point()) {
       stored_dtype = c10::toString(t.scalar_type());
       break;

@@ -3,8 +3,6 @@
 
 #include <torch/torch.h>
 
-#include <filesystem>
-
 namespace groupvit {
 
 GroupViT::GroupViT(GroupViTModel model, ClipTokenizer tokenizer, ImagePreprocessConfig preprocess,
@@ -18,10 +16,7 @@ GroupViT::GroupViT(GroupViTModel model, ClipTokenizer tokenizer, ImagePreprocess
 GroupViT GroupViT::load(const std::string& model_dir, torch::Device device, torch::Dtype dtype) {
   auto model = load_model(model_dir, {device, dtype});
   auto tokenizer = ClipTokenizer::from_directory(model_dir);
-  const auto preprocessor_file = std::filesystem::path(model_dir) / "preprocessor_config.json";
-  auto preprocess = std::filesystem::exists(preprocessor_file)
-                        ? ImagePreprocessConfig::from_file(preprocessor_file.string())
-                        : ImagePreprocessConfig::clip_default();
+  auto preprocess = ImagePreprocessConfig::for_model_dir(model_dir);
   return GroupViT(std::move(model), std::move(tokenizer), std::move(preprocess), device, dtype);
 }
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -345,6 +346,13 @@ void check_config_side(int64_t value, const std::string& source, const char* key
 // ---- config ---------------------------------------------------------------------------------------------
 
 ImagePreprocessConfig ImagePreprocessConfig::clip_default() { return ImagePreprocessConfig{}; }
+
+ImagePreprocessConfig ImagePreprocessConfig::for_model_dir(const std::string& dir, bool* used_default) {
+  const auto path = std::filesystem::path(dir) / "preprocessor_config.json";
+  const bool present = std::filesystem::exists(path);
+  if (used_default) *used_default = !present;
+  return present ? from_file(path.string()) : clip_default();
+}
 
 ImagePreprocessConfig ImagePreprocessConfig::nvlabs_eval() {
   ImagePreprocessConfig c;

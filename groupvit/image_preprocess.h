@@ -62,6 +62,9 @@ struct ImagePreprocessConfig {
                                                 const std::string& source = "preprocessor_config.json");
   // CLIPImageProcessor's defaults, as in the GroupViT hub checkpoints' preprocessor_config.json.
   static ImagePreprocessConfig clip_default();
+  // A model directory's preprocessor_config.json, or CLIP's defaults when it has none
+  // (`*used_default` tells which, for callers that want to say so).
+  static ImagePreprocessConfig for_model_dir(const std::string& dir, bool* used_default = nullptr);
   // The original GroupViT segmentation evaluation (NVlabs configs: img_scale=(2048, 448), keep_ratio, ImageNet
   // mean/std in 0..255 units, no crop). The reference resizes with OpenCV bilinear; this preset uses Pillow
   // bicubic like the rest of the front end, so it reproduces NVlabs' output size and normalisation, not its
