@@ -6,7 +6,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "groupvit/nvlabs_segmentation.h"
+#include "groupvit/prompt_templates.h"
+#include "groupvit/tokenizer_torch.h"
+
 #include <csignal>
+#include <fstream>
 #include <iostream>
 
 namespace groupvit_cli {
@@ -101,5 +106,43 @@ void install_stop_handlers() {
 }
 
 int stop_signal() { return g_stop_signal.load(); }
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
+std::vector<std::string> read_templates(const std::string& name) {
+  if (name == "simple") return groupvit::kSimpleTemplates;
+  if (name == "subset") return groupvit::kSubsetTemplates;
+  if (name == "full") return groupvit::kFullTemplates;
+  std::ifstream in(name);
+  if (!in) throw UsageError("--templates: '" + name + "' is neither simple, subset, full nor a readable file");
+  std::vector<std::string> templates;
+  std::string line;
+  while (std::getline(in, line))
+    if (!trim(line).empty()) templates.push_back(trim(line));
+  if (templates.empty()) throw UsageError("--templates: " + name + " holds no template");
+  return templates;
+}
+
+torch::Tensor class_embeddings(groupvit::GroupViTModelImpl& model, const std::string& tokenizer_dir,
+                               const std::vector<std::string>& labels, const std::vector<std::string>& templates,
+                               torch::Device device) {
+  torch::NoGradGuard no_grad;
+  auto tokenizer = groupvit::ClipTokenizer::from_directory(tokenizer_dir);
+  const auto texts = groupvit::fill_templates(labels, templates);
+  std::vector<torch::Tensor> features;
+  for (size_t start = 0; start < texts.size(); start += 256) {
+    std::vector<std::string> chunk(texts.begin() + static_cast<std::ptrdiff_t>(start),
+                                   texts.begin() + static_cast<std::ptrdiff_t>(std::min(texts.size(), start + 256)));
+    auto tokens = groupvit::tokenize_to_tensors(tokenizer, chunk, groupvit::Padding::Longest,
+                                                groupvit::context_length(model.config()));
+    features.push_back(
+        model.get_text_features(tokens.input_ids.to(device), tokens.attention_mask.to(device)).to(torch::kFloat));
+  }
+  return groupvit::class_embeddings_from_features(torch::cat(features), static_cast<int64_t>(labels.size()));
+}
 
 }  // namespace groupvit_cli

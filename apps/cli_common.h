@@ -3,6 +3,8 @@
 #pragma once
 
 #include "groupvit/image_preprocess.h"
+#include "groupvit/nvlabs_segmentation.h"
+#include "groupvit/training.h"
 #include "groupvit/weights.h"
 
 #include <CLI/CLI.hpp>
@@ -75,5 +77,51 @@ struct SegmentOptions {
 };
 void add_segment_options(CLI::App* cmd, SegmentOptions& o);
 int run_segment(const Common& c, const SegmentOptions& o);
+
+// Options of the NVlabs segmentation head that segment and eval share: templates, background
+// threshold, sizes, windows, top-k; checked and turned into the library's options.
+void add_nvlabs_options(CLI::App* cmd, SegmentOptions& o);
+groupvit::NvlabsSegmentationOptions nvlabs_head(const SegmentOptions& o);
+groupvit::ImagePreprocessConfig nvlabs_preprocess(const SegmentOptions& o);
+
+struct TrainCliOptions {
+  groupvit::TrainOptions train;
+  std::string data, output, config, init, tokenizer;
+  std::string phrase_template = "{}";
+  std::string save_dtype = "fp32";
+  bool hflip = false;
+  bool resume = false;
+  int64_t save_every = 0;
+  int64_t stop_after = 0;
+  int64_t log_every = 10;
+  int workers = 2;
+  double progress_interval = 30;
+  bool quiet = false;
+};
+void add_train_options(CLI::App* cmd, TrainCliOptions& o);
+int run_train(const Common& c, const TrainCliOptions& o);
+
+struct EvalOptions {
+  SegmentOptions seg;        // templates and the NVlabs head's options
+  std::string images;        // directory of images
+  std::string labels_dir;    // directory of label PNGs (same file stems)
+  std::string classes;       // class list, line k = label k; "background" first means a threshold
+  std::string predictions;   // evaluate these label PNGs instead of running the model
+  std::string list;          // optional: the file stems to evaluate (VOC ImageSets style)
+  std::string report;        // optional: write the JSON report here
+  int64_t max_images = 0;
+};
+void add_eval_options(CLI::App* cmd, EvalOptions& o);
+int run_eval(const Common& c, const EvalOptions& o);
+
+// Whitespace trimmed from both ends.
+std::string trim(const std::string& s);
+// --templates: simple, subset, full or a file with one template a line.
+std::vector<std::string> read_templates(const std::string& name);
+// NVlabs class embeddings [labels, C] (float32, on `device`): every label in every template
+// through the text tower, averaged per label, normalised.
+torch::Tensor class_embeddings(groupvit::GroupViTModelImpl& model, const std::string& tokenizer_dir,
+                               const std::vector<std::string>& labels, const std::vector<std::string>& templates,
+                               torch::Device device);
 
 }  // namespace groupvit_cli

@@ -81,7 +81,8 @@ int run_embed(const Common& c, const std::vector<std::string>& image_specs, cons
   }
   if (!texts.empty()) {
     auto tokenizer = groupvit::ClipTokenizer::from_directory(c.model_dir);
-    auto tokens = groupvit::tokenize_to_tensors(tokenizer, texts);
+    auto tokens = groupvit::tokenize_to_tensors(tokenizer, texts, groupvit::Padding::Longest,
+                                                groupvit::context_length(model->config()));
     text_embeds = finish(model->get_text_features(tokens.input_ids.to(device), tokens.attention_mask.to(device)));
   }
 

@@ -32,12 +32,6 @@ using Clock = std::chrono::steady_clock;
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
-}
-
 std::vector<std::string> read_labels(const SegmentOptions& o) {
   std::vector<std::string> labels;
   if (!o.labels.empty() && !o.labels_file.empty()) throw UsageError("give --labels or --labels-file, not both");
@@ -62,20 +56,6 @@ std::vector<std::string> read_labels(const SegmentOptions& o) {
   return labels;
 }
 
-std::vector<std::string> read_templates(const std::string& name) {
-  if (name == "simple") return groupvit::kSimpleTemplates;
-  if (name == "subset") return groupvit::kSubsetTemplates;
-  if (name == "full") return groupvit::kFullTemplates;
-  std::ifstream in(name);
-  if (!in) throw UsageError("--templates: '" + name + "' is neither simple, subset, full nor a readable file");
-  std::vector<std::string> templates;
-  std::string line;
-  while (std::getline(in, line))
-    if (!trim(line).empty()) templates.push_back(trim(line));
-  if (templates.empty()) throw UsageError("--templates: " + name + " holds no template");
-  return templates;
-}
-
 struct Prepared {
   InputItem item;
   groupvit::RgbImage original;
@@ -91,6 +71,44 @@ struct Paths {
 
 }  // namespace
 
+void add_nvlabs_options(CLI::App* cmd, SegmentOptions& o) {
+  cmd->add_option("--templates", o.templates, "prompt templates: simple, subset (7), full (80) or a file with one "
+                                              "template a line ({} = class name)")
+      ->capture_default_str();
+  cmd->add_option("--bg-thresh", o.bg_thresh, "nvlabs: background below this score (VOC/COCO 0.95, Context 0.35)")
+      ->capture_default_str();
+  cmd->add_flag("--no-background", o.no_background, "nvlabs: every pixel gets a class (no background label)");
+  cmd->add_flag("--whole", o.whole, "nvlabs: one pass over the whole resized image instead of sliding windows");
+  cmd->add_option("--short-side", o.short_side, "nvlabs: resize so the short side is this")->capture_default_str();
+  cmd->add_option("--long-side", o.long_side, "nvlabs: ... unless the long side would exceed this")
+      ->capture_default_str();
+  cmd->add_option("--crop-size", o.crop_size, "nvlabs: sliding window side")->capture_default_str();
+  cmd->add_option("--stride", o.stride, "nvlabs: sliding window stride")->capture_default_str();
+  cmd->add_option("--top-k", o.top_k, "nvlabs: classes kept by the image-level gate")->capture_default_str();
+}
+
+groupvit::NvlabsSegmentationOptions nvlabs_head(const SegmentOptions& o) {
+  if (o.short_side < 1 || o.long_side < o.short_side) throw UsageError("need 1 <= --short-side <= --long-side");
+  if (o.crop_size < 1 || o.stride < 1 || o.stride > o.crop_size)
+    throw UsageError("need 1 <= --stride <= --crop-size");
+  if (o.top_k < 1) throw UsageError("--top-k must be at least 1");
+  groupvit::NvlabsSegmentationOptions seg;
+  seg.with_background = !o.no_background;
+  seg.bg_thresh = o.bg_thresh;
+  seg.whole = o.whole;
+  seg.crop_size = o.crop_size;
+  seg.stride = o.stride;
+  seg.top_k = o.top_k;
+  return seg;
+}
+
+groupvit::ImagePreprocessConfig nvlabs_preprocess(const SegmentOptions& o) {
+  auto prep = groupvit::ImagePreprocessConfig::nvlabs_eval();
+  prep.shortest_edge = o.short_side;
+  prep.longest_edge = o.long_side;
+  return prep;
+}
+
 void add_segment_options(CLI::App* cmd, SegmentOptions& o) {
   cmd->add_option("--mode", o.mode,
                    "nvlabs: the paper's evaluation (templates, background threshold, 448 short side, sliding "
@@ -105,19 +123,7 @@ void add_segment_options(CLI::App* cmd, SegmentOptions& o) {
                   "line)")
       ->required();
   cmd->add_option("--output", o.output, "output directory")->required();
-  cmd->add_option("--templates", o.templates, "prompt templates: simple, subset (7), full (80) or a file with one "
-                                              "template a line ({} = class name)")
-      ->capture_default_str();
-  cmd->add_option("--bg-thresh", o.bg_thresh, "nvlabs: background below this score (VOC/COCO 0.95, Context 0.35)")
-      ->capture_default_str();
-  cmd->add_flag("--no-background", o.no_background, "nvlabs: every pixel gets a class (no background label)");
-  cmd->add_flag("--whole", o.whole, "nvlabs: one pass over the whole resized image instead of sliding windows");
-  cmd->add_option("--short-side", o.short_side, "nvlabs: resize so the short side is this")->capture_default_str();
-  cmd->add_option("--long-side", o.long_side, "nvlabs: ... unless the long side would exceed this")
-      ->capture_default_str();
-  cmd->add_option("--crop-size", o.crop_size, "nvlabs: sliding window side")->capture_default_str();
-  cmd->add_option("--stride", o.stride, "nvlabs: sliding window stride")->capture_default_str();
-  cmd->add_option("--top-k", o.top_k, "nvlabs: classes kept by the image-level gate")->capture_default_str();
+  add_nvlabs_options(cmd, o);
   cmd->add_option("--batch-size", o.batch_size, "images per model call")->capture_default_str();
   cmd->add_option("--workers", o.workers, "decode/preprocess threads (default: min(4, cores - 1))");
   cmd->add_flag("--save-groups", o.save_groups, "also write each grouping stage's group map (paletted PNG)");
@@ -145,10 +151,7 @@ int run_segment(const Common& c, const SegmentOptions& o) {
   const auto labels = read_labels(o);
   const auto templates = read_templates(o.templates);
   if (o.batch_size < 1) throw UsageError("--batch-size must be at least 1");
-  if (o.short_side < 1 || o.long_side < o.short_side) throw UsageError("need 1 <= --short-side <= --long-side");
-  if (o.crop_size < 1 || o.stride < 1 || o.stride > o.crop_size)
-    throw UsageError("need 1 <= --stride <= --crop-size");
-  if (o.top_k < 1) throw UsageError("--top-k must be at least 1");
+  auto seg = nvlabs_head(o);
   check_model_dir(c.model_dir);
   parse_device(c.device);
   parse_dtype(c.dtype);
@@ -202,26 +205,10 @@ int run_segment(const Common& c, const SegmentOptions& o) {
   const auto& vc = model->config().vision_config;
   const int64_t stages = static_cast<int64_t>(vc.depths.size()) -
                          static_cast<int64_t>(std::count(vc.num_group_tokens.begin(), vc.num_group_tokens.end(), 0));
-  torch::Tensor class_embeds;
-  {
-    torch::NoGradGuard no_grad;
-    auto tokenizer = groupvit::ClipTokenizer::from_directory(c.model_dir);
-    const auto texts = groupvit::fill_templates(labels, templates);
-    std::vector<torch::Tensor> features;
-    for (size_t start = 0; start < texts.size(); start += 256) {
-      std::vector<std::string> chunk(texts.begin() + static_cast<std::ptrdiff_t>(start),
-                                     texts.begin() + static_cast<std::ptrdiff_t>(std::min(texts.size(), start + 256)));
-      auto tokens = groupvit::tokenize_to_tensors(tokenizer, chunk);
-      features.push_back(
-          model->get_text_features(tokens.input_ids.to(device), tokens.attention_mask.to(device)).to(torch::kFloat));
-    }
-    class_embeds = groupvit::class_embeddings_from_features(torch::cat(features), static_cast<int64_t>(labels.size()));
-  }
+  const auto class_embeds = class_embeddings(*model, c.model_dir, labels, templates, device);
   groupvit::ImagePreprocessConfig prep;
   if (nvlabs) {
-    prep = groupvit::ImagePreprocessConfig::nvlabs_eval();
-    prep.shortest_edge = o.short_side;
-    prep.longest_edge = o.long_side;
+    prep = nvlabs_preprocess(o);
   } else {
     prep = preprocessor_for(c.model_dir);
     prep.do_resize = true;
@@ -230,13 +217,7 @@ int run_segment(const Common& c, const SegmentOptions& o) {
     prep.width = vc.image_width;
     prep.do_center_crop = false;
   }
-  groupvit::NvlabsSegmentationOptions seg;
   seg.with_background = background;
-  seg.bg_thresh = o.bg_thresh;
-  seg.whole = o.whole;
-  seg.crop_size = o.crop_size;
-  seg.stride = o.stride;
-  seg.top_k = o.top_k;
 
   // --- inputs: counted once for the progress bar, then streamed ---
   auto wanted = [&](const InputItem& item) {

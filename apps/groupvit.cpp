@@ -1,5 +1,6 @@
 // The groupvit command-line tool: model information, tokenization, image-text similarity,
-// embeddings (cmd_embed.cpp) and zero-shot segmentation of image sets (cmd_segment.cpp).
+// embeddings (cmd_embed.cpp), zero-shot segmentation of image sets (cmd_segment.cpp), training
+// (cmd_train.cpp) and evaluation on labelled data (cmd_eval.cpp).
 // Every failure becomes one line on stderr and a non-zero exit code.
 #include "cli_common.h"
 #include "inputs.h"
@@ -111,12 +112,12 @@ int run_similarity(const Common& c, const std::vector<std::string>& images, cons
   std::vector<groupvit::RgbImage> decoded;
   for (const auto& path : images) decoded.push_back(groupvit::decode_image_file(path));
   auto pixels = groupvit::preprocess_batch(decoded, preprocess);
-  auto tokens = groupvit::tokenize_to_tensors(tokenizer, texts);
-
   groupvit::LoadOptions lo;
   lo.device = device;
   lo.dtype = dtype;
   auto model = groupvit::load_model(c.model_dir, lo);
+  auto tokens = groupvit::tokenize_to_tensors(tokenizer, texts, groupvit::Padding::Longest,
+                                              groupvit::context_length(model->config()));
   torch::NoGradGuard no_grad;
   auto out = model->forward(tokens.input_ids.to(device), pixels.to(device, dtype), tokens.attention_mask.to(device));
   auto logits = out.logits_per_image.to(torch::kCPU, torch::kFloat);
@@ -190,6 +191,22 @@ int main(int argc, char** argv) {
   add_common(segment, seg_opts, true);
   add_segment_options(segment, seg);
 
+  Common train_opts;
+  TrainCliOptions train_cli;
+  auto* train = app.add_subcommand("train", "train GroupViT from captioned images (image-caption and multi-label "
+                                            "contrastive losses), from scratch or fine-tuning; writes a model directory");
+  train->add_option("--device", train_opts.device, "cpu, cuda or cuda:N")->capture_default_str();
+  train->add_option("--threads", train_opts.threads, "CPU threads for LibTorch (default: its own choice)");
+  train->add_flag("--json", train_opts.json_output, "print a JSON summary at the end");
+  add_train_options(train, train_cli);
+
+  Common eval_opts;
+  EvalOptions eval_cli;
+  auto* eval = app.add_subcommand("eval", "zero-shot segmentation mIoU on a labelled dataset (VOC layout: images, "
+                                          "label PNGs, class list) with the paper's protocol");
+  add_common(eval, eval_opts, true);
+  add_eval_options(eval, eval_cli);
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*info) return run_info(info_opts);
@@ -197,6 +214,8 @@ int main(int argc, char** argv) {
     if (*similarity) return run_similarity(sim_opts, sim_images, sim_texts);
     if (*embed) return run_embed(embed_opts, embed_images, embed_texts, embed_output, embed_normalize, embed_batch);
     if (*segment) return run_segment(seg_opts, seg);
+    if (*train) return run_train(train_opts, train_cli);
+    if (*eval) return run_eval(eval_opts, eval_cli);
   } catch (const c10::Error& e) {
     std::cerr << "groupvit: error: " << e.what_without_backtrace() << "\n";
     return 1;

@@ -22,8 +22,12 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-Progress::Progress(int64_t total, double interval_s, bool enabled)
-    : total_(total), interval_s_(interval_s), enabled_(enabled), tty_(::isatty(STDERR_FILENO) != 0) {
+Progress::Progress(int64_t total, double interval_s, bool enabled, std::string unit)
+    : total_(total),
+      interval_s_(interval_s),
+      enabled_(enabled),
+      tty_(::isatty(STDERR_FILENO) != 0),
+      unit_(std::move(unit)) {
   start_ = last_ = std::chrono::steady_clock::now();
 }
 
@@ -39,12 +43,13 @@ std::string Progress::line(int64_t done, int64_t failed, bool bar) const {
   }
   o << (done + failed);
   if (total_ >= 0) o << "/" << total_;
-  o << " images";
+  o << " " << unit_;
   if (failed) o << " (" << failed << " failed)";
   char r[32];
   std::snprintf(r, sizeof r, "%.2f", rate);
-  o << ", " << r << " images/s, elapsed " << format_duration(elapsed);
+  o << ", " << r << " " << unit_ << "/s, elapsed " << format_duration(elapsed);
   if (total_ >= 0 && rate > 0) o << ", ETA " << format_duration(static_cast<double>(total_ - done - failed) / rate);
+  if (!note_.empty()) o << ", " << note_;
   return o.str();
 }
 

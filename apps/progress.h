@@ -10,8 +10,11 @@ namespace groupvit_cli {
 
 class Progress {
  public:
-  // total < 0: unknown. interval_s: seconds between plain lines (non-terminal output).
-  Progress(int64_t total, double interval_s, bool enabled);
+  // total < 0: unknown. interval_s: seconds between plain lines (non-terminal output). `unit`
+  // names what is counted ("images", "steps").
+  Progress(int64_t total, double interval_s, bool enabled, std::string unit = "images");
+  // Extra text at the end of the line, e.g. the training loss.
+  void set_note(std::string note) { note_ = std::move(note); }
   void update(int64_t done, int64_t failed);
   void finish(int64_t done, int64_t failed);
 
@@ -20,6 +23,7 @@ class Progress {
   int64_t total_;
   double interval_s_;
   bool enabled_, tty_;
+  std::string unit_, note_;
   std::chrono::steady_clock::time_point start_, last_;
 };
 

@@ -22,7 +22,7 @@ GroupViT GroupViT::load(const std::string& model_dir, torch::Device device, torc
 
 TokenizedBatch GroupViT::tokenize(const std::vector<std::string>& texts) const {
   if (texts.empty()) throw std::invalid_argument("no texts to tokenize");
-  auto batch = tokenize_to_tensors(tokenizer_, texts);
+  auto batch = tokenize_to_tensors(tokenizer_, texts, Padding::Longest, context_length(model_->config()));
   return {batch.input_ids.to(device_), batch.attention_mask.to(device_)};
 }
 

@@ -4,10 +4,12 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "groupvit/config.h"
 #include "groupvit/tokenizer.h"
 
 namespace groupvit {
@@ -25,5 +27,11 @@ TokenizedBatch to_tensors(const std::vector<Encoding>& batch);
 TokenizedBatch tokenize_to_tensors(const ClipTokenizer& tokenizer, const std::vector<std::string>& texts,
                                    Padding padding = Padding::Longest,
                                    int64_t max_length = ClipTokenizer::kContextLength);
+
+// Token positions a model's text tower takes: CLIP's 77, or fewer for a model with fewer position
+// embeddings (small trained models); longer texts are truncated to this.
+inline int64_t context_length(const GroupViTConfig& config) {
+  return std::min<int64_t>(ClipTokenizer::kContextLength, config.text_config.max_position_embeddings);
+}
 
 }  // namespace groupvit

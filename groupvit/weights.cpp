@@ -3,6 +3,7 @@
 
 #include "groupvit/safetensors.h"
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <fcntl.h>
@@ -262,6 +263,85 @@ GroupViTModel load_model(const std::string& dir, const LoadOptions& options) {
   model->eval();
   model->to(options.device, options.dtype);
   return model;
+}
+
+namespace {
+
+std::string safetensors_dtype(torch::Dtype dtype, const std::string& name) {
+  switch (dtype) {
+    case torch::kFloat: return "F32";
+    case torch::kHalf: return "F16";
+    case torch::kBFloat16: return "BF16";
+    case torch::kLong: return "I64";
+    default: throw WeightsError("cannot store tensor " + name + " of type " + c10::toString(dtype) + " in safetensors");
+  }
+}
+
+void write_bytes_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& parts) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    for (const auto& [data, size] : parts) out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
+    out.flush();
+    if (!out) {
+      out.close();
+      std::remove(tmp.c_str());
+      throw WeightsError("cannot write " + path + ": " + std::strerror(errno));
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    std::remove(tmp.c_str());
+    throw WeightsError("cannot write " + path + ": " + why);
+  }
+}
+
+}  // namespace
+
+void write_safetensors_file(const std::string& path, const TensorMap& tensors) {
+  nlohmann::json header = {{"__metadata__", {{"format", "pt"}}}};
+  std::vector<torch::Tensor> contiguous;
+  uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    auto t = tensor.detach().to(torch::kCPU).contiguous();
+    const uint64_t bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
+    header[name] = {{"dtype", safetensors_dtype(t.scalar_type(), name)},
+                    {"shape", t.sizes().vec()},
+                    {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+    contiguous.push_back(t);
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // the data section starts 8-byte aligned
+  uint8_t length[8];
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
+  std::vector<std::pair<const void*, size_t>> parts = {{length, 8}, {text.data(), text.size()}};
+  for (const auto& t : contiguous) parts.emplace_back(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
+  write_bytes_atomic(path, parts);
+}
+
+TensorMap state_dict(const torch::nn::Module& module) {
+  TensorMap out;
+  for (const auto& item : module.named_parameters()) out[item.key()] = item.value();
+  for (const auto& item : module.named_buffers()) out[item.key()] = item.value();
+  return out;
+}
+
+void save_model(const GroupViTModelImpl& model, const std::string& dir, torch::Dtype dtype) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw WeightsError("cannot create model directory " + dir + ": " + ec.message());
+  TensorMap tensors = state_dict(model);
+  for (auto& [name, t] : tensors) {
+    // A counter, even where Module::to(dtype) has turned it into a float.
+    if (ends_with(name, "num_batches_tracked"))
+      t = t.detach().to(torch::kCPU, torch::kLong);
+    else if (t.is_floating_point())
+      t = t.detach().to(torch::kCPU, dtype);
+  }
+  write_safetensors_file((fs::path(dir) / kSafetensorsFile).string(), tensors);
+  const auto config = model.config().to_json_string();
+  write_bytes_atomic((fs::path(dir) / kConfigFile).string(), {{config.data(), config.size()}});
 }
 
 }  // namespace groupvit

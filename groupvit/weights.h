@@ -54,4 +54,16 @@ std::string find_weights_file(const std::string& dir);
 // the requested device and dtype.
 GroupViTModel load_model(const std::string& dir, const LoadOptions& options = {});
 
+// Writes `tensors` (CPU or not; float32/float16/bfloat16/int64) as a .safetensors file with
+// Hugging Face's "pt" metadata, through PATH.tmp and a rename, so a reader never sees half a file.
+void write_safetensors_file(const std::string& path, const TensorMap& tensors);
+
+// The module's parameters and persistent buffers under their checkpoint names.
+TensorMap state_dict(const torch::nn::Module& module);
+
+// Writes a model directory that load_model (and transformers' from_pretrained) reads:
+// config.json and model.safetensors with floating-point tensors stored as `dtype`. Tokenizer and
+// preprocessor files are the caller's to add.
+void save_model(const GroupViTModelImpl& model, const std::string& dir, torch::Dtype dtype = torch::kFloat);
+
 }  // namespace groupvit

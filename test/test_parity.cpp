@@ -33,6 +33,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using groupvit::test::fixtures_dir;
+using groupvit::test::scaled_error;
 
 constexpr double kFeatureTol = 1e-4;
 constexpr double kGradTol = 1e-3;
@@ -59,13 +60,6 @@ ParityCase load_case(const std::string& name) {
 
 // Relative error against the reference's scale; prints one line per comparison so that the
 // test log is the parity report.
-double scaled_error(const torch::Tensor& ours, const torch::Tensor& ref, double floor = 1e-30) {
-  auto a = ours.detach().to(torch::kCPU, torch::kDouble);
-  auto b = ref.detach().to(torch::kDouble);
-  const double scale = std::max(b.abs().max().item<double>(), floor);
-  return (a - b).abs().max().item<double>() / scale;
-}
-
 void check(const std::string& config, const std::string& what, const torch::Tensor& ours, const torch::Tensor& ref,
            double tol) {
   INFO(config << ": " << what);

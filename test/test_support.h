@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
@@ -41,6 +42,14 @@ inline std::map<std::string, torch::Tensor> load_tensor_dict(const std::string& 
     if (item.value().isTensor()) out[item.key().toStringRef()] = item.value().toTensor();
   }
   return out;
+}
+
+// max|ours - ref| / max(max|ref|, floor): the error relative to the reference's scale.
+inline double scaled_error(const torch::Tensor& ours, const torch::Tensor& ref, double floor = 1e-30) {
+  auto a = ours.detach().to(torch::kCPU, torch::kDouble);
+  auto b = ref.detach().to(torch::kCPU, torch::kDouble);
+  const double scale = std::max(b.abs().max().item<double>(), floor);
+  return (a - b).abs().max().item<double>() / scale;
 }
 
 }  // namespace groupvit::test

@@ -1,0 +1,428 @@
+// groupvit train: learning GroupViT from captioned images (a JSONL file of image, caption and
+// phrases) with the library's Trainer. Batches are built on worker threads in step order, from
+// a seeded shuffle per epoch, so a run is reproducible and --resume continues it exactly.
+// Writes a model directory that every other command loads like a converted one.
+#include "cli_common.h"
+#include "inputs.h"
+#include "outputs.h"
+#include "progress.h"
+
+#include "groupvit/image_io.h"
+#include "groupvit/image_preprocess.h"
+#include "groupvit/tokenizer_torch.h"
+#include "groupvit/training.h"
+#include "groupvit/weights.h"
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+namespace groupvit_cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+constexpr const char* kCheckpointFile = "checkpoint.pt";
+constexpr const char* kLogFile = "train_log.jsonl";
+constexpr const char* kRunFile = "train_run.json";
+constexpr const char* kPreprocessorFile = "preprocessor_config.json";
+const char* const kTokenizerFiles[] = {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                                       "special_tokens_map.json"};
+
+struct Sample {
+  std::string image;  // resolved path
+  std::string caption;
+  std::vector<std::string> phrases;
+};
+
+std::vector<Sample> read_captions(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw UsageError("cannot open training data " + path);
+  const fs::path base = fs::path(path).parent_path();
+  std::vector<Sample> samples;
+  std::string line;
+  for (int64_t number = 1; std::getline(in, line); ++number) {
+    if (trim(line).empty()) continue;
+    const std::string where = path + ":" + std::to_string(number);
+    Sample s;
+    try {
+      const auto j = json::parse(line);
+      const auto image = j.at("image").get<std::string>();
+      s.image = fs::path(image).is_absolute() ? image : (base / image).string();
+      s.caption = j.at("caption").get<std::string>();
+      if (j.contains("phrases")) s.phrases = j.at("phrases").get<std::vector<std::string>>();
+    } catch (const json::exception& e) {
+      throw UsageError(where + ": expected {\"image\": path, \"caption\": text, \"phrases\": [texts]}: " + e.what());
+    }
+    if (s.caption.empty()) throw UsageError(where + ": empty caption");
+    if (!file_exists(s.image)) throw UsageError(where + ": image " + s.image + " does not exist");
+    samples.push_back(std::move(s));
+  }
+  if (samples.empty()) throw UsageError(path + ": no training samples");
+  return samples;
+}
+
+// A 64-bit mix of the seed and the position in the run: every random choice of a batch depends
+// only on (seed, step, index), never on thread timing or on where a run was resumed.
+uint64_t mix(uint64_t a, uint64_t b, uint64_t c = 0) {
+  uint64_t x = a * 0x9E3779B97F4A7C15ull ^ (b + 0x632BE59BD9B4E019ull) * 0xBF58476D1CE4E5B9ull ^
+               (c + 0x94D049BB133111EBull) * 0x2545F4914F6CDD1Dull;
+  x ^= x >> 31;
+  x *= 0xD6E8FEB86659FD93ull;
+  return x ^ (x >> 32);
+}
+
+// Builds the batches of steps [first, last) on worker threads, at most `ahead` ahead of the
+// consumer, and hands them out in step order.
+class BatchLoader {
+ public:
+  BatchLoader(std::function<groupvit::TrainBatch(int64_t)> make, int64_t first, int64_t last, size_t workers,
+              int64_t ahead)
+      : make_(std::move(make)), next_(first), consumed_(first), last_(last), ahead_(ahead) {
+    for (size_t w = 0; w < workers; ++w) threads_.emplace_back([this] { work(); });
+  }
+  ~BatchLoader() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    changed_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  groupvit::TrainBatch get(int64_t step) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [&] { return ready_.count(step) || errors_.count(step); });
+    if (errors_.count(step)) throw std::runtime_error(errors_[step]);
+    auto batch = std::move(ready_[step]);
+    ready_.erase(step);
+    consumed_ = step + 1;
+    changed_.notify_all();
+    return batch;
+  }
+
+ private:
+  void work() {
+    for (;;) {
+      int64_t step;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        changed_.wait(lock, [&] { return stop_ || (next_ < last_ && next_ < consumed_ + ahead_); });
+        if (stop_) return;
+        step = next_++;
+      }
+      groupvit::TrainBatch batch;
+      std::string error;
+      try {
+        batch = make_(step);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (error.empty())
+        ready_[step] = std::move(batch);
+      else
+        errors_[step] = error;
+      changed_.notify_all();
+    }
+  }
+  std::function<groupvit::TrainBatch(int64_t)> make_;
+  int64_t next_, consumed_, last_, ahead_;
+  bool stop_ = false;
+  std::map<int64_t, groupvit::TrainBatch> ready_;
+  std::map<int64_t, std::string> errors_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<std::thread> threads_;
+};
+
+// The order of samples in each epoch: a seeded shuffle, cached for the epochs in use.
+class EpochOrder {
+ public:
+  EpochOrder(size_t size, uint64_t seed) : size_(size), seed_(seed) {}
+  size_t at(int64_t position) {
+    const int64_t epoch = position / static_cast<int64_t>(size_);
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = orders_.find(epoch);
+    if (it == orders_.end()) {
+      std::vector<size_t> order(size_);
+      for (size_t i = 0; i < size_; ++i) order[i] = i;
+      std::mt19937_64 rng(mix(seed_, static_cast<uint64_t>(epoch), 1));
+      std::shuffle(order.begin(), order.end(), rng);
+      while (orders_.size() >= 3) orders_.erase(orders_.begin());  // batches span at most two epochs
+      it = orders_.emplace(epoch, std::move(order)).first;
+    }
+    return it->second[static_cast<size_t>(position % static_cast<int64_t>(size_))];
+  }
+
+ private:
+  size_t size_;
+  uint64_t seed_;
+  std::map<int64_t, std::vector<size_t>> orders_;
+  std::mutex mutex_;
+};
+
+std::string fill_template(const std::string& tmpl, const std::string& text) {
+  const auto at = tmpl.find("{}");
+  return at == std::string::npos ? tmpl + text : tmpl.substr(0, at) + text + tmpl.substr(at + 2);
+}
+
+groupvit::ImagePreprocessConfig training_preprocessor(const groupvit::GroupViTConfig& config) {
+  auto p = groupvit::ImagePreprocessConfig::clip_default();
+  const auto& vc = config.vision_config;
+  p.shortest_edge = std::min(vc.image_height, vc.image_width);
+  p.crop_height = vc.image_height;
+  p.crop_width = vc.image_width;
+  return p;
+}
+
+std::string preprocessor_json(const groupvit::ImagePreprocessConfig& p) {
+  return json{{"image_processor_type", "CLIPImageProcessor"},
+              {"do_resize", p.do_resize},
+              {"size", {{"shortest_edge", p.shortest_edge}}},
+              {"resample", static_cast<int>(p.resample)},
+              {"do_center_crop", p.do_center_crop},
+              {"crop_size", {{"height", p.crop_height}, {"width", p.crop_width}}},
+              {"do_rescale", p.do_rescale},
+              {"rescale_factor", p.rescale_factor},
+              {"do_normalize", p.do_normalize},
+              {"image_mean", p.image_mean},
+              {"image_std", p.image_std},
+              {"do_convert_rgb", p.do_convert_rgb}}
+      .dump(2);
+}
+
+void copy_file_atomic(const std::string& from, const std::string& to) {
+  std::ifstream in(from, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + from);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  write_file_atomic(to, bytes);
+}
+
+}  // namespace
+
+void add_train_options(CLI::App* cmd, TrainCliOptions& o) {
+  cmd->add_option("--data", o.data, "training data: a JSONL file of {\"image\": path, \"caption\": text, "
+                                    "\"phrases\": [texts]} lines (image paths relative to the file)")
+      ->required();
+  cmd->add_option("--output", o.output, "model directory to write (weights, config, tokenizer, preprocessor, "
+                                        "checkpoint.pt, train_log.jsonl)")
+      ->required();
+  auto* config = cmd->add_option("--config", o.config, "train from scratch: a GroupViT config.json");
+  auto* init = cmd->add_option("--init", o.init, "fine-tune: start from this model directory's weights");
+  config->excludes(init);
+  cmd->add_option("--tokenizer", o.tokenizer,
+                  "with --config: directory with the tokenizer files (vocab.json + merges.txt or tokenizer.json)");
+  cmd->add_option("--steps", o.train.steps, "optimisation steps")->capture_default_str();
+  cmd->add_option("--batch-size", o.train.batch_size, "images per step")->capture_default_str();
+  cmd->add_option("--lr", o.train.lr, "peak learning rate (AdamW)")->capture_default_str();
+  cmd->add_option("--min-lr", o.train.min_lr, "learning rate at the end of the cosine decay")->capture_default_str();
+  cmd->add_option("--warmup-steps", o.train.warmup_steps, "linear warm-up steps")->capture_default_str();
+  cmd->add_option("--weight-decay", o.train.weight_decay, "AdamW weight decay (not on biases, norms, embeddings, "
+                                                          "group tokens)")
+      ->capture_default_str();
+  cmd->add_option("--grad-clip", o.train.grad_clip, "max gradient norm (0: no clipping)")->capture_default_str();
+  cmd->add_option("--phrases", o.train.phrases_per_image,
+                  "phrases per image for the multi-label loss (0: caption loss only)")
+      ->capture_default_str();
+  cmd->add_option("--multi-label-weight", o.train.multi_label_weight, "weight of the multi-label loss")
+      ->capture_default_str();
+  cmd->add_option("--phrase-template", o.phrase_template, "how a phrase becomes a text ({} = the phrase)")
+      ->capture_default_str();
+  cmd->add_flag("--hflip", o.hflip, "flip half of the images horizontally (seeded)");
+  cmd->add_option("--seed", o.train.seed, "seed of the initial weights, data order, phrase choice and Gumbel noise")
+      ->capture_default_str();
+  cmd->add_option("--save-every", o.save_every, "write checkpoint and model every N steps (0: only at the end)")
+      ->capture_default_str();
+  cmd->add_option("--stop-after", o.stop_after,
+                  "stop (with a checkpoint) after this step, e.g. to fit a job's time limit; --resume continues")
+      ->capture_default_str();
+  cmd->add_flag("--resume", o.resume, "continue from OUTPUT/checkpoint.pt with the same options");
+  cmd->add_option("--save-dtype", o.save_dtype, "dtype of the written weights: fp32, fp16 or bf16")
+      ->check(CLI::IsMember({"fp32", "fp16", "bf16"}))
+      ->capture_default_str();
+  cmd->add_option("--workers", o.workers, "data loading threads")->capture_default_str();
+  cmd->add_option("--log-every", o.log_every, "steps between train_log.jsonl lines")->capture_default_str();
+  cmd->add_option("--progress-interval", o.progress_interval, "seconds between progress lines when not on a terminal")
+      ->capture_default_str();
+  cmd->add_flag("--quiet", o.quiet, "no progress output");
+}
+
+int run_train(const Common& c, const TrainCliOptions& o) {
+  o.train.validate();
+  if (o.config.empty() && o.init.empty()) throw UsageError("give --config (from scratch) or --init (fine-tune)");
+  if (!o.config.empty() && o.tokenizer.empty()) throw UsageError("--config needs --tokenizer");
+  if (o.save_every < 0 || o.stop_after < 0 || o.log_every < 1 || o.workers < 1)
+    throw UsageError("--save-every/--stop-after must be >= 0, --log-every/--workers >= 1");
+  const auto device = parse_device(c.device);
+  if (c.threads > 0) torch::set_num_threads(c.threads);
+
+  // --- model, tokenizer, preprocessing ---
+  const std::string tokenizer_dir = o.init.empty() ? o.tokenizer : o.init;
+  auto tokenizer = groupvit::ClipTokenizer::from_directory(tokenizer_dir);
+  groupvit::GroupViTModel model{nullptr};
+  groupvit::ImagePreprocessConfig prep;
+  torch::manual_seed(o.train.seed);
+  if (!o.init.empty()) {
+    check_model_dir(o.init);
+    model = groupvit::load_model(o.init, {device, torch::kFloat});
+    prep = groupvit::ImagePreprocessConfig::for_model_dir(o.init);
+  } else {
+    model = groupvit::GroupViTModel(groupvit::GroupViTConfig::from_file(o.config));
+    groupvit::initialize_for_training(*model);
+    model->to(device);
+    prep = training_preprocessor(model->config());
+  }
+  const auto& config = model->config();
+  const int64_t context = config.text_config.max_position_embeddings;
+  const int64_t k = o.train.phrases_per_image;
+  const auto samples = read_captions(o.data);
+
+  groupvit::Trainer trainer(model, o.train);
+  make_directories(o.output);
+  const std::string checkpoint = (fs::path(o.output) / kCheckpointFile).string();
+  if (o.resume) {
+    if (!file_exists(checkpoint)) throw UsageError("--resume: no " + checkpoint);
+    trainer.load_checkpoint(checkpoint);
+  }
+  // A fresh run starts the generator at the seed (after initialisation drew from it), so that
+  // a run from --init and one from --config see the same noise sequence.
+  if (!o.resume) torch::manual_seed(o.train.seed + 1);
+
+  // --- data: each step's batch is a pure function of (seed, step) ---
+  EpochOrder order(samples.size(), o.train.seed);
+  auto make_batch = [&](int64_t step) {
+    std::vector<torch::Tensor> pixels;
+    std::vector<std::string> texts;
+    for (int64_t i = 0; i < o.train.batch_size; ++i) {
+      const auto& s = samples[order.at(step * o.train.batch_size + i)];
+      std::mt19937_64 rng(mix(o.train.seed, static_cast<uint64_t>(step), static_cast<uint64_t>(i) + 2));
+      torch::Tensor image;
+      try {
+        image = groupvit::preprocess(groupvit::decode_image_file(s.image), prep);
+      } catch (const std::exception& e) {
+        throw std::runtime_error("training image " + s.image + ": " + e.what());
+      }
+      if (o.hflip && (rng() & 1)) image = image.flip({2});
+      pixels.push_back(image);
+      texts.push_back(s.caption);
+      // K phrases: a seeded shuffle, repeated when the caption has fewer; the caption itself
+      // stands in when it has none.
+      std::vector<std::string> phrases = s.phrases.empty() ? std::vector<std::string>{s.caption} : s.phrases;
+      std::shuffle(phrases.begin(), phrases.end(), rng);
+      for (int64_t j = 0; j < k; ++j)
+        texts.push_back(fill_template(o.phrase_template, phrases[static_cast<size_t>(j) % phrases.size()]));
+    }
+    auto tokens = groupvit::tokenize_to_tensors(tokenizer, texts, groupvit::Padding::Longest, context);
+    return groupvit::TrainBatch{torch::stack(pixels), tokens.input_ids, tokens.attention_mask};
+  };
+
+  // --- outputs ---
+  const auto save_dtype = parse_dtype(o.save_dtype);
+  auto save_all = [&] {
+    trainer.save_checkpoint(checkpoint);
+    groupvit::save_model(*model, o.output, save_dtype);
+    for (const char* name : kTokenizerFiles) {
+      const auto from = (fs::path(tokenizer_dir) / name).string();
+      if (file_exists(from)) copy_file_atomic(from, (fs::path(o.output) / name).string());
+    }
+    write_file_atomic((fs::path(o.output) / kPreprocessorFile).string(), preprocessor_json(prep));
+  };
+  json run = {{"data", o.data},
+              {"samples", samples.size()},
+              {"from", o.init.empty() ? "config " + o.config : "model " + o.init},
+              {"options", json::parse(o.train.to_json_string())},
+              {"phrase_template", o.phrase_template},
+              {"hflip", o.hflip},
+              {"threads", torch::get_num_threads()},
+              {"device", device.str()}};
+  write_file_atomic((fs::path(o.output) / kRunFile).string(), run.dump(2) + "\n");
+  // The log keeps the lines of the steps already done, so a resumed run's log reads as one run.
+  {
+    std::string kept;
+    const auto log_path = (fs::path(o.output) / kLogFile).string();
+    if (o.resume)
+      for (const auto& line : read_complete_lines_and_trim(log_path)) {
+        try {
+          if (json::parse(line).at("step").get<int64_t>() <= trainer.step_count()) kept += line + "\n";
+        } catch (const std::exception&) {
+        }
+      }
+    write_file_atomic(log_path, kept);
+  }
+  LineAppender log((fs::path(o.output) / kLogFile).string());
+
+  const int64_t first = trainer.step_count();
+  const int64_t last = o.stop_after > 0 ? std::min(o.stop_after, o.train.steps) : o.train.steps;
+  install_stop_handlers();
+  Progress progress(o.train.steps, o.progress_interval, !o.quiet, "steps");
+  BatchLoader loader(make_batch, first, last, static_cast<size_t>(o.workers), 2 * o.workers + 2);
+  const auto start = std::chrono::steady_clock::now();
+  double loss_sum = 0, contrastive_sum = 0, multi_sum = 0;
+  int64_t in_window = 0;
+  groupvit::StepResult r;
+  for (int64_t step = first; step < last; ++step) {
+    r = trainer.step(loader.get(step));
+    if (!std::isfinite(r.loss)) {
+      throw std::runtime_error("the loss became " + std::to_string(r.loss) + " at step " + std::to_string(step + 1) +
+                               " (try a lower --lr); the last checkpoint is " + checkpoint);
+    }
+    loss_sum += r.loss;
+    contrastive_sum += r.contrastive_loss;
+    multi_sum += r.multi_label_loss;
+    ++in_window;
+    const int64_t done = step + 1;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double images_per_s = static_cast<double>((done - first) * o.train.batch_size) / std::max(elapsed, 1e-9);
+    if (done % o.log_every == 0 || done == last) {
+      log.append(json{{"step", done},
+                      {"loss", loss_sum / static_cast<double>(in_window)},
+                      {"contrastive_loss", contrastive_sum / static_cast<double>(in_window)},
+                      {"multi_label_loss", multi_sum / static_cast<double>(in_window)},
+                      {"lr", r.lr},
+                      {"grad_norm", r.grad_norm},
+                      {"logit_scale", r.logit_scale},
+                      {"images_per_s", images_per_s},
+                      {"elapsed_s", elapsed}}
+                     .dump());
+      loss_sum = contrastive_sum = multi_sum = 0;
+      in_window = 0;
+    }
+    char note[96];
+    std::snprintf(note, sizeof note, "loss %.4f, %.1f images/s", r.loss, images_per_s);
+    progress.set_note(note);
+    progress.update(done, 0);
+    if (o.save_every > 0 && done % o.save_every == 0 && done < last) save_all();
+    if (stop_signal() != 0) {
+      save_all();
+      progress.finish(done, 0);
+      std::cerr << "groupvit: stopped by signal after step " << done << "; continue with --resume\n";
+      return 128 + stop_signal();
+    }
+  }
+  save_all();
+  progress.finish(last, 0);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  json summary = {{"output", o.output},       {"steps", last},          {"loss", r.loss},
+                  {"seconds", seconds},       {"finished", last == o.train.steps}};
+  if (c.json_output)
+    std::cout << summary.dump() << "\n";
+  else
+    std::cout << "groupvit: trained to step " << last << " of " << o.train.steps << " in "
+              << format_duration(seconds) << ", last loss " << r.loss << "; model in " << o.output << "\n";
+  return 0;
+}
+
+}  // namespace groupvit_cli
