@@ -89,8 +89,8 @@ void add_nvlabs_options(CLI::App* cmd, SegmentOptions& o) {
 
 groupvit::NvlabsSegmentationOptions nvlabs_head(const SegmentOptions& o) {
   if (o.short_side < 1 || o.long_side < o.short_side) throw UsageError("need 1 <= --short-side <= --long-side");
-  if (o.crop_size < 1 || o.stride < 1 || o.stride > o.crop_size)
-    throw UsageError("need 1 <= --stride <= --crop-size");
+  if (!o.whole && (o.crop_size < 1 || o.stride < 1 || o.stride > o.crop_size))
+    throw UsageError("need 1 <= --stride <= --crop-size (or --whole)");
   if (o.top_k < 1) throw UsageError("--top-k must be at least 1");
   groupvit::NvlabsSegmentationOptions seg;
   seg.with_background = !o.no_background;
