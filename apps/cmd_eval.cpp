@@ -84,7 +84,8 @@ int run_eval(const Common& c, const EvalOptions& o) {
   if (prompts.empty()) throw UsageError("the class list " + o.classes + " names no class besides background");
   if (o.seg.batch_size < 1) throw UsageError("--batch-size must be at least 1");
   const bool run_model = o.predictions.empty();
-  if (run_model && o.images.empty()) throw UsageError("give --images (or --predictions to score saved label maps)");
+  if (run_model && (o.images.empty() || c.model_dir.empty()))
+    throw UsageError("give --model and --images (or --predictions to score saved label maps)");
 
   std::vector<std::string> stems;
   if (!o.list.empty()) {

@@ -205,6 +205,7 @@ int main(int argc, char** argv) {
   auto* eval = app.add_subcommand("eval", "zero-shot segmentation mIoU on a labelled dataset (VOC layout: images, "
                                           "label PNGs, class list) with the paper's protocol");
   add_common(eval, eval_opts, true);
+  eval->get_option("--model")->required(false)->description("model directory (not needed with --predictions)");
   add_eval_options(eval, eval_cli);
 
   CLI11_PARSE(app, argc, argv);
