@@ -72,16 +72,18 @@ std::string length_prefixed(const std::string& header, uint64_t length) {
   return out + header;
 }
 
-// A safetensors file of `tensors` (float32) whose header can be edited before it is written.
+// A safetensors file of `tensors` (F32, or I64 for integer ones) whose header can be edited before
+// it is written.
 struct SafetensorsBuilder {
   json header = json::object();
   std::string data;
   explicit SafetensorsBuilder(const std::map<std::string, torch::Tensor>& tensors) {
     for (const auto& [name, t] : tensors) {
-      auto c = t.to(torch::kFloat).contiguous();
+      const bool is_float = t.is_floating_point();
+      auto c = t.to(is_float ? torch::kFloat : torch::kLong).contiguous();
       const auto begin = data.size();
-      data.append(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.numel()) * 4);
-      header[name] = {{"dtype", "F32"}, {"shape", c.sizes().vec()}, {"data_offsets", {begin, data.size()}}};
+      data.append(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.numel() * c.element_size()));
+      header[name] = {{"dtype", is_float ? "F32" : "I64"}, {"shape", c.sizes().vec()}, {"data_offsets", {begin, data.size()}}};
     }
   }
   std::string bytes() const {
