@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (fuzz/, clang + ASan + UBSan) and runs each for SECONDS (default 60)
 # on a working copy of its seeds (fuzz/corpus/<target>/ and fuzz/regressions/<target>/). Any crash,
-# sanitizer report, hang (-timeout) or memory blow-up (-rss_limit_mb 2048: also the largest single allocation) fails the
-# script and leaves the input as build-fuzz/{crash,timeout,oom,leak}-*: fix the bug, then add the
-# input to fuzz/regressions/<target>/, which the normal test suite replays ([robust]).
+# sanitizer report, hang (-timeout) or memory blow-up (-rss_limit_mb, which also caps a single
+# allocation) fails the script and leaves the input as build-fuzz/{crash,timeout,oom,leak}-*: fix
+# the bug, then add the input to fuzz/regressions/<target>/, which the normal suite replays ([robust]).
 #   scripts/fuzz.sh [SECONDS] [TARGET ...]      CI runs 60 s each; run longer on demand, e.g. 3600
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
