@@ -18,6 +18,7 @@ namespace groupvit_cli {
 constexpr int kExitOk = 0;
 constexpr int kExitError = 1;           // bad usage, model, device, labels...: nothing or little done
 constexpr int kExitSomeImagesFailed = 3;  // the run finished; errors.jsonl lists the images that failed
+constexpr int kExitOutputUnusable = 4;    // stopped: outputs cannot be written (disk full, read-only); --resume
 // Stopped by SIGINT/SIGTERM after finishing the current batch: 128 + signal (130, 143).
 
 struct Common {

@@ -13,6 +13,7 @@
 #include "groupvit/png_writer.h"
 #include "groupvit/prompt_templates.h"
 #include "groupvit/tokenizer_torch.h"
+#include "groupvit/tokenizer_unicode.h"
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -53,6 +54,15 @@ std::vector<std::string> read_labels(const SegmentOptions& o) {
   if (labels.empty())
     throw UsageError("the label list is empty: give class names with --labels \"cat,dog\" or --labels-file FILE");
   if (labels.size() > 255) throw UsageError("at most 255 labels (the label PNG holds one byte per pixel)");
+  // Checked here, before the model loads, so that the message can say which label and where it came from.
+  for (size_t i = 0; i < labels.size(); ++i) {
+    try {
+      groupvit::unicode::decode_utf8(labels[i]);
+    } catch (const groupvit::TokenizerError& e) {
+      throw UsageError("label " + std::to_string(i + 1) + " of " +
+                       (o.labels_file.empty() ? std::string("--labels") : o.labels_file) + ": " + e.what());
+    }
+  }
   return labels;
 }
 
@@ -169,7 +179,11 @@ int run_segment(const Common& c, const SegmentOptions& o) {
   std::vector<std::string> names = {"background"};
   names.insert(names.end(), labels.begin(), labels.end());
 
-  make_directories(o.output);
+  try {
+    make_directories(o.output);
+  } catch (const OutputError& e) {
+    throw OutputError("--output " + o.output + ": " + e.what(), e.error());
+  }
   const std::string suffix =
       shard.count > 1 ? ".shard-" + std::to_string(shard.index) + "-of-" + std::to_string(shard.count) : "";
   const std::string results_path = o.output + "/results" + suffix + ".jsonl";
@@ -397,12 +411,22 @@ int run_segment(const Common& c, const SegmentOptions& o) {
                         {{"decode_preprocess", p.prep_ms}, {"model", model_ms}, {"write", ms_since(t1)}}}};
           results.append(line.dump());  // last: the image counts as done only once everything is written
           ++processed;
+        } catch (const OutputError& e) {
+          if (e.output_unusable()) throw;  // every later image would fail the same way: stop below
+          record_error(p, std::string("writing outputs: ") + e.what());
         } catch (const std::exception& e) {
           record_error(p, std::string("writing outputs: ") + e.what());
         }
         progress.update(processed, failed);
       }
     }
+  } catch (const OutputError& e) {  // the output location is unusable, or errors.jsonl cannot be written
+    stop_pipeline();
+    progress.finish(processed, failed);
+    std::cerr << "groupvit: error: " << e.what() << "\n"
+              << "groupvit: stopped after " << processed << " image(s), each complete and recorded in " << results_path
+              << "; fix the output location (e.g. free space) and rerun with --resume\n";
+    return kExitOutputUnusable;
   } catch (...) {
     stop_pipeline();
     throw;

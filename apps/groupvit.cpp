@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <csignal>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -33,6 +34,7 @@ int run_info(const Common& c) {
   // One read of the weights: checked against the config like load_model does, and the
   // stored dtype taken from the same tensors.
   const auto tensors = groupvit::read_weights_file(weights);
+  groupvit::check_file_can_hold(config, weights);
   groupvit::GroupViTModel model(config);
   groupvit::load_state_dict(*model, tensors, weights);
   int64_t params = 0;
@@ -149,6 +151,9 @@ int run_similarity(const Common& c, const std::vector<std::string>& images, cons
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file size limit (ulimit -f) must surface as a write error (EFBIG) that the batch run reports,
+  // not as SIGXFSZ killing the process mid-run.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"groupvit: GroupViT (CVPR 2022) in C++ with LibTorch - image-text similarity and zero-shot "
                "segmentation that emerges from text supervision"};
   app.set_version_flag("--version", std::string("groupvit ") + GROUPVIT_VERSION);

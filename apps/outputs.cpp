@@ -21,7 +21,15 @@ namespace {
 
 std::string errno_text() { return std::strerror(errno); }
 
+[[noreturn]] void fail(const std::string& what, int error) {
+  throw OutputError(what + ": " + std::strerror(error), error);
+}
+
 }  // namespace
+
+bool OutputError::output_unusable() const {
+  return error_ == ENOSPC || error_ == EDQUOT || error_ == EFBIG || error_ == EROFS || error_ == EIO;
+}
 
 bool file_exists(const std::string& path) {
   struct stat st {};
@@ -38,37 +46,41 @@ void make_directories(const std::string& dir) {
   if (dir.empty() || dir == "." || dir == "/") return;
   struct stat st {};
   if (::stat(dir.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode)) throw std::runtime_error(dir + " exists and is not a directory");
+    if (!S_ISDIR(st.st_mode)) throw OutputError(dir + " exists and is not a directory", ENOTDIR);
     return;
   }
   make_directories(parent_directory(dir));
-  if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST)
-    throw std::runtime_error("cannot create directory " + dir + ": " + errno_text());
+  if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST) fail("cannot create directory " + dir, errno);
 }
 
 void write_file_atomic(const std::string& path, const void* data, size_t size) {
-  make_directories(parent_directory(path));
+  try {
+    make_directories(parent_directory(path));
+  } catch (const OutputError& e) {
+    throw OutputError("cannot write " + path + ": " + e.what(), e.error());
+  }
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) throw std::runtime_error("cannot write " + tmp + ": " + errno_text());
+  if (fd < 0) fail("cannot write " + path + " (creating " + tmp + ")", errno);
   const auto* p = static_cast<const char*>(data);
   size_t left = size;
   while (left > 0) {
     const ssize_t n = ::write(fd, p, left);
     if (n < 0) {
       if (errno == EINTR) continue;
-      const std::string why = errno_text();
+      const int error = errno;
       ::close(fd);
       ::unlink(tmp.c_str());
-      throw std::runtime_error("cannot write " + tmp + ": " + why);
+      fail("cannot write " + path, error);
     }
     p += n;
     left -= static_cast<size_t>(n);
   }
+  // close reports delayed write errors (e.g. on NFS); the file is renamed only once it is whole.
   if (::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = errno_text();
+    const int error = errno;
     ::unlink(tmp.c_str());
-    throw std::runtime_error("cannot write " + path + ": " + why);
+    fail("cannot write " + path, error);
   }
 }
 
@@ -79,7 +91,7 @@ void write_file_atomic(const std::string& path, const std::string& text) {
 LineAppender::LineAppender(const std::string& path, bool truncate) : path_(path) {
   make_directories(parent_directory(path));
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0666);
-  if (fd_ < 0) throw std::runtime_error("cannot open " + path + ": " + errno_text());
+  if (fd_ < 0) fail("cannot open " + path, errno);
 }
 
 LineAppender::~LineAppender() {
@@ -88,11 +100,22 @@ LineAppender::~LineAppender() {
 
 void LineAppender::append(const std::string& line) {
   const std::string data = line + "\n";
-  ssize_t n;
-  do {
-    n = ::write(fd_, data.data(), data.size());
-  } while (n < 0 && errno == EINTR);
-  if (n != static_cast<ssize_t>(data.size())) throw std::runtime_error("cannot append to " + path_ + ": " + errno_text());
+  struct stat before {};
+  const bool know_size = ::fstat(fd_, &before) == 0;
+  size_t done = 0;
+  int error = 0;
+  while (done < data.size()) {  // a short write returns the count, the next one the reason (ENOSPC, EFBIG)
+    const ssize_t n = ::write(fd_, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      error = n < 0 ? errno : EIO;
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (error == 0) return;
+  const bool cut = done == 0 || (know_size && ::ftruncate(fd_, before.st_size) == 0);
+  fail("cannot append to " + path_ + (cut ? "" : " (its last line is partial; --resume drops it)"), error);
 }
 
 std::vector<std::string> read_complete_lines_and_trim(const std::string& path) {

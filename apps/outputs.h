@@ -6,20 +6,36 @@
 
 #include <array>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace groupvit_cli {
 
-// mkdir -p; throws std::runtime_error naming the directory.
+// A failed write. `error` is the errno. Disk full (ENOSPC), quota (EDQUOT), file size limit
+// (EFBIG), read-only file system (EROFS) and I/O errors (EIO) mean the output location itself is
+// unusable: a batch run stops on them instead of failing every remaining image the same way.
+class OutputError : public std::runtime_error {
+ public:
+  OutputError(const std::string& what, int error) : std::runtime_error(what), error_(error) {}
+  int error() const { return error_; }
+  bool output_unusable() const;
+
+ private:
+  int error_;
+};
+
+// mkdir -p; throws OutputError naming the directory.
 void make_directories(const std::string& dir);
 std::string parent_directory(const std::string& path);
 
-// Writes to PATH.tmp-PID, then renames over PATH (creating parent directories).
+// Writes to PATH.tmp-PID, then renames over PATH (creating parent directories); on failure the
+// temporary file is removed and OutputError names PATH and the reason.
 void write_file_atomic(const std::string& path, const void* data, size_t size);
 void write_file_atomic(const std::string& path, const std::string& text);
 
 // Appends one line (a trailing newline is added) with a single write(2) on an O_APPEND descriptor.
+// A write that fails part-way (disk full) is cut off again, so the file keeps complete lines only.
 class LineAppender {
  public:
   LineAppender() = default;

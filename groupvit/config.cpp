@@ -176,7 +176,7 @@ GroupViTConfig GroupViTConfig::from_json_string(const std::string& text, const s
   json root;
   try {
     root = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers beyond double (1e400)
     throw ConfigError(source + ": not valid JSON: " + e.what());
   }
   if (!root.is_object()) throw ConfigError(source + ": expected a JSON object at the top level");

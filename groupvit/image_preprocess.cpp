@@ -371,7 +371,7 @@ ImagePreprocessConfig ImagePreprocessConfig::from_json_string(const std::string&
   json obj;
   try {
     obj = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers beyond double (1e400)
     throw ImageError(source + ": not valid JSON (" + e.what() + ")");
   }
   if (!obj.is_object()) throw ImageError(source + ": expected a JSON object at the top level");

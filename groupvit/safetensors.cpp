@@ -98,11 +98,14 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, uin
 
   std::sort(header.tensors.begin(), header.tensors.end(),
             [](const SafetensorsEntry& a, const SafetensorsEntry& b) { return a.begin < b.begin; });
-  for (size_t i = 1; i < header.tensors.size(); ++i) {
-    const auto& prev = header.tensors[i - 1];
-    const auto& cur = header.tensors[i];
-    if (cur.begin < prev.end && cur.end > cur.begin)
-      fail(source, "tensors '" + prev.name + "' and '" + cur.name + "' overlap");
+  // Compared with the non-empty tensor reaching furthest so far, not just the previous one: an
+  // empty tensor in between (or a short one inside a long one) must not hide an overlap.
+  const SafetensorsEntry* furthest = nullptr;
+  for (const auto& cur : header.tensors) {
+    if (cur.end == cur.begin) continue;
+    if (furthest && cur.begin < furthest->end)
+      fail(source, "tensors '" + furthest->name + "' and '" + cur.name + "' overlap");
+    if (!furthest || cur.end > furthest->end) furthest = &cur;
   }
   return header;
 }

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <iterator>
 #include <sstream>
 #include <vector>
@@ -248,17 +249,68 @@ std::string find_weights_file(const std::string& dir) {
                      kSafetensorsFile + ")");
 }
 
+namespace {
+
+// A lower bound of the parameters config describes: embeddings, projections and the weight
+// matrices of every transformer layer (biases, norms and the grouping blocks' extra layers are
+// left out). In double: hostile values would overflow int64.
+double minimum_parameter_count(const GroupViTConfig& config) {
+  const auto& t = config.text_config;
+  const auto& v = config.vision_config;
+  auto layer = [](double width, double intermediate) { return 4 * width * width + 2 * width * intermediate; };
+  double depth = 0, group_tokens = 0;
+  for (int64_t d : v.depths) depth += static_cast<double>(d);
+  for (int64_t g : v.num_group_tokens) group_tokens += static_cast<double>(g);
+  const double th = static_cast<double>(t.hidden_size), vh = static_cast<double>(v.hidden_size);
+  const double proj = static_cast<double>(config.projection_dim);
+  const double inter = static_cast<double>(config.projection_intermediate_dim);
+  return static_cast<double>(t.vocab_size + t.max_position_embeddings) * th +
+         static_cast<double>(t.num_hidden_layers) * layer(th, static_cast<double>(t.intermediate_size)) +
+         (static_cast<double>(v.num_patches()) + group_tokens +
+          static_cast<double>(v.num_channels * v.patch_size * v.patch_size)) * vh +
+         depth * layer(vh, static_cast<double>(v.intermediate_size)) + (th + vh) * inter + 2 * inter * proj;
+}
+
+}  // namespace
+
+void check_file_can_hold(const GroupViTConfig& config, const std::string& weights_path) {
+  struct stat st {};
+  if (::stat(weights_path.c_str(), &st) != 0)
+    throw WeightsError(weights_path + ": cannot read the file size: " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw WeightsError(weights_path + ": not a regular file");
+  const auto bytes = static_cast<uint64_t>(st.st_size);
+  const double params = minimum_parameter_count(config);
+  if (params * 2 > static_cast<double>(bytes)) {
+    std::ostringstream msg;
+    msg << weights_path << ": holds " << bytes << " bytes, but " << kConfigFile << " describes a model of at least "
+        << std::setprecision(4) << params << " parameters (" << params * 2
+        << " bytes even in 16-bit); the config and the weights do not belong together";
+    throw WeightsError(msg.str());
+  }
+}
+
 GroupViTModel load_model(const std::string& dir, const LoadOptions& options) {
   const auto config_path = (fs::path(dir) / kConfigFile).string();
   if (!fs::is_directory(dir)) throw WeightsError(dir + ": not a model directory (no such directory)");
   if (!fs::exists(config_path)) throw WeightsError(dir + ": not a model directory (no " + kConfigFile + ")");
   const auto config = GroupViTConfig::from_file(config_path);
   const auto weights_path = find_weights_file(dir);
+  // The file is checked first (its header, or the whole archive), so that a broken file is
+  // reported as such; then its size against the config, before the model is allocated.
+  const bool safetensors = ends_with(weights_path, ".safetensors");
+  TensorMap tensors;
+  if (safetensors) {
+    read_header(File(weights_path), weights_path);
+  } else {
+    tensors = read_weights_file(weights_path);
+  }
+  check_file_can_hold(config, weights_path);
   GroupViTModel model(config);
-  if (ends_with(weights_path, ".safetensors")) {
+  if (safetensors) {
     load_safetensors(*model, weights_path);
   } else {
-    load_state_dict(*model, read_weights_file(weights_path), weights_path);
+    load_state_dict(*model, tensors, weights_path);
+    tensors.clear();
   }
   model->eval();
   model->to(options.device, options.dtype);

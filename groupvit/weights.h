@@ -50,6 +50,11 @@ struct LoadOptions {
 // there is none.
 std::string find_weights_file(const std::string& dir);
 
+// Throws WeightsError when the weights file is too small to hold the model `config` describes
+// (at 2 bytes per parameter), so that a wrong or hostile config.json fails before the model is
+// allocated instead of asking for terabytes. load_model calls it.
+void check_file_can_hold(const GroupViTConfig& config, const std::string& weights_path);
+
 // Reads config.json and the weights of a model directory; returns the model in eval mode on
 // the requested device and dtype.
 GroupViTModel load_model(const std::string& dir, const LoadOptions& options = {});

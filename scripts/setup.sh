@@ -6,6 +6,7 @@
 #   GROUPVIT_BUILD_DIR=...      build folder (default: build)
 #   GROUPVIT_JOBS=N             parallel compile jobs (default: nproc)
 #   GROUPVIT_SKIP_BUILD=1       stop after installing dependencies
+#   GROUPVIT_FUZZ=1             also install clang + libFuzzer (always with CI=true)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +22,10 @@ say() { printf '[setup] %s\n' "$*"; }
 DEB_PACKAGES=(build-essential cmake ninja-build ccache python3-venv
   nlohmann-json3-dev catch2 libcli11-dev libutf8proc-dev zlib1g-dev pkg-config
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev)
+# The libFuzzer targets (scripts/fuzz.sh) need clang and its fuzzer runtime; CI runs them.
+if [[ "${CI:-}" == true || "${GROUPVIT_FUZZ:-0}" == 1 ]]; then
+  DEB_PACKAGES+=(clang libclang-rt-dev)
+fi
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

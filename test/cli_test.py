@@ -5,13 +5,17 @@
 
 CASE is one of the functions named test_*; each is its own CTest test. Exit 0 = pass.
 """
+import io
 import json
 import os
+import resource
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +222,10 @@ def test_resume():
     assert summary["skipped_done"] == partial and summary["processed"] == 40 - partial, summary
     for k in keys:
         assert (out / f"{k}.labels.png").exists() and (out / f"{k}.overlay.jpg").exists()
+    # The interrupted and resumed run gives what one uninterrupted run gives.
+    ref = fresh("resume_ref")
+    run(*args[:8], ref, *args[9:])
+    same_outputs(out, ref)
 
 
 def test_shards():
@@ -267,6 +275,184 @@ def test_errors():
         p = run(*args, expect=1)
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("groupvit: error: ") and needle in lines[0], (args, p.stderr)
+
+
+def write_huge_png(path, side=20000):
+    """A valid 8-bit grey PNG of side x side zero pixels, streamed through zlib (a few hundred KB)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    comp = zlib.compressobj(1)
+    row = b"\0" * (side + 1)  # filter byte + pixels
+    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)) +
+                     chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def bad_image_zoo(src):
+    """Writes hard and broken image files into src; returns {name: expected error text or None (must work)}."""
+    base = Image.open(FIX / "images/chelsea.png").convert("RGB").resize((40, 32))
+    good_png, good_jpg = io.BytesIO(), io.BytesIO()
+    base.save(good_png, "PNG")
+    base.save(good_jpg, "JPEG")
+    (src / "zero.png").write_bytes(b"")
+    (src / "truncated.png").write_bytes(good_png.getvalue()[: len(good_png.getvalue()) // 2])
+    (src / "truncated.jpg").write_bytes(good_jpg.getvalue()[: len(good_jpg.getvalue()) // 2])
+    (src / "text.jpg").write_text("this is not an image\n" * 20)
+    (src / "random.png").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    frames = [base.rotate(a) for a in (0, 90, 180)]
+    frames[0].save(src / "anim.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    write_huge_png(src / "huge.png")
+    os.mkfifo(src / "fifo.png")  # opening it would block forever: must be refused, not read
+    base.resize((1, 1)).save(src / "one_pixel.png")
+    Image.fromarray((np.arange(40 * 32, dtype=np.uint16).reshape(32, 40) * 50)).save(src / "grey16.png")
+    base.convert("CMYK").save(src / "cmyk.jpg")
+    pal = base.convert("P", palette=Image.ADAPTIVE, colors=16)
+    pal.save(src / "palette_trns.png", transparency=0)
+    return {
+        "zero.png": "empty", "truncated.png": "truncated or corrupt", "truncated.jpg": "truncated JPEG",
+        "text.jpg": "not a recognised image", "random.png": "not a recognised image",
+        "anim.gif": "not a recognised image", "huge.png": "exceeds the limit", "fifo.png": "not a regular file",
+        "one_pixel.png": None, "grey16.png": None, "cmyk.jpg": None, "palette_trns.png": None,
+    }
+
+
+def test_bad_images():
+    """A batch of 200 small images with every kind of hard or broken file among them."""
+    src = WORK / "zoo"
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    base = Image.open(FIX / "images/chelsea.png").resize((24, 20))
+    for i in range(200):
+        base.rotate(i * 3).save(src / f"img{i:03d}.png")
+    expected = bad_image_zoo(src)
+    out = fresh("bad_images")
+    t = time.time()
+    p = run("segment", "--model", FIX / "model", "--labels", "cat,dog", "--input", src, "--output", out,
+            "--extensions", "png,jpg,gif", "--short-side", "32", "--crop-size", "32", "--stride", "32",
+            "--batch-size", "8", "--quiet", "--json", expect=3)
+    bad = {k: v for k, v in expected.items() if v}
+    summary = json.loads(p.stdout)
+    assert summary["failed"] == len(bad) and summary["processed"] == 200 + len(expected) - len(bad), summary
+    assert f"{len(bad)} failed" in p.stderr, p.stderr
+    errs = {e["key"]: e for e in results(out / "errors.jsonl")}
+    assert set(errs) == set(bad), sorted(errs)
+    for key, needle in bad.items():
+        print(f"{key}: {errs[key]['error']}")
+        assert str(src / key) in errs[key]["error"] and needle in errs[key]["error"], (key, errs[key])
+        assert not list(out.glob(key + ".*")), f"outputs written for the broken {key}"
+    recs = {r["key"]: r for r in results(out / "results.jsonl")}
+    assert set(recs) == {f"img{i:03d}.png" for i in range(200)} | {k for k, v in expected.items() if not v}
+    for key in ("one_pixel.png", "grey16.png", "cmyk.jpg", "palette_trns.png"):
+        check_record(recs[key], out, ["cat", "dog"])
+    assert not list(out.glob("*.tmp-*"))
+    print(f"200 images + {len(expected)} hard cases in {time.time() - t:.1f}s")
+
+
+def test_text_inputs():
+    out = fresh("text_inputs")
+    model = FIX / "model"
+    # Thousands of prompts in one call.
+    texts = [f"a photo of thing {i}" for i in range(3000)]
+    p = run("tokenize", "--model", model, "--text", *texts, "--json")
+    ids = json.loads(p.stdout)["input_ids"]
+    assert len(ids) == 3000 and len({len(r) for r in ids}) == 1
+    # Invalid UTF-8 (argv and labels file): one error line naming the byte offset, exit 1.
+    bad = os.fsencode("caf") + b"\xe9 au lait"
+    p = subprocess.run([os.fsencode(BIN), b"tokenize", b"--model", os.fsencode(model), b"--text", bad],
+                       capture_output=True, timeout=120)
+    err = p.stderr.decode(errors="replace").strip().splitlines()
+    assert p.returncode == 1 and len(err) == 1 and "UTF-8 at byte offset 3" in err[0], (p.returncode, err)
+    img = FIX / "images/chelsea.png"
+    seg = ["segment", "--model", model, "--input", img, "--short-side", "32", "--crop-size", "32", "--stride", "32",
+           "--quiet", "--templates", "simple"]
+    (out / "bad_utf8.txt").write_bytes(b"cat\n" + bad + b"\n")
+    p = run(*seg, "--labels-file", out / "bad_utf8.txt", "--output", out / "u", expect=1)
+    assert f"label 2 of {out / 'bad_utf8.txt'}: invalid UTF-8 at byte offset 3" in p.stderr \
+        and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    # NUL bytes and a 1 MB label (only a file can carry them): tokenized and truncated like any text.
+    (out / "odd.txt").write_bytes(b"c\0at\n" + b"dog " * 262144 + b"\n")
+    p = run(*seg, "--labels-file", out / "odd.txt", "--output", out / "odd")
+    assert len(results(out / "odd/results.jsonl")) == 1
+    # 255 labels (the most a label PNG holds) work; 256 and an empty list are refused.
+    (out / "many.txt").write_text("".join(f"class {i}\n" for i in range(255)))
+    run(*seg, "--labels-file", out / "many.txt", "--output", out / "many")
+    assert results(out / "many/results.jsonl")[0]["labels"][-1] == "class 254"
+    (out / "too_many.txt").write_text("".join(f"class {i}\n" for i in range(256)))
+    p = run(*seg, "--labels-file", out / "too_many.txt", "--output", out / "too_many", expect=1)
+    assert "at most 255 labels" in p.stderr
+    (out / "empty.txt").write_text("# nothing\n\n")
+    p = run(*seg, "--labels-file", out / "empty.txt", "--output", out / "empty", expect=1)
+    assert "label list is empty" in p.stderr
+
+
+def segment_args(src, out, *extra):
+    return ["segment", "--model", FIX / "model", "--labels", LABELS, "--input", src, "--output", out,
+            "--short-side", "48", "--crop-size", "48", "--stride", "48", "--batch-size", "1", "--quiet", *extra]
+
+
+def same_outputs(a, b):
+    """The label maps and pixel shares of two runs' results, image by image."""
+    ra = {r["key"]: r for r in results(a / "results.jsonl")}
+    rb = {r["key"]: r for r in results(b / "results.jsonl")}
+    assert set(ra) == set(rb), (len(ra), len(rb))
+    for k in ra:
+        assert ra[k]["pixel_share"] == rb[k]["pixel_share"], k
+        assert np.array_equal(np.array(Image.open(a / f"{k}.labels.png")), np.array(Image.open(b / f"{k}.labels.png"))), k
+
+
+def test_unwritable():
+    img = FIX / "images/chelsea.png"
+    out = fresh("unwritable")
+    (out / "file").write_text("a regular file where a directory should be\n")
+    # Root ignores permission bits, so the portable failure is a path through a regular file; the
+    # permission case runs too where it can bite (not root).
+    cases = [(out / "file" / "out", "file")]
+    if os.geteuid() != 0:
+        (out / "ro").mkdir()
+        (out / "ro").chmod(0o555)
+        cases.append((out / "ro" / "out", "Permission denied"))
+    else:
+        print("running as root: permission bits do not block writes; the regular-file case stands for them")
+    for target, needle in cases:
+        p = run(*segment_args(img, target), expect=1)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"groupvit: error: --output {target}: ") and needle in lines[0], \
+            p.stderr
+        p = run("embed", "--model", FIX / "model", "--text", "x", "--output", target / "e.json", expect=1)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("groupvit: error: cannot write " + str(target / "e.json")) \
+            and needle in lines[0], p.stderr
+
+
+def test_disk_full():
+    """Writes fail part-way (a file size limit, EFBIG, as a full disk gives ENOSPC): the run stops with
+    exit 4 and a clear message, keeps only complete outputs, and --resume completes the rest."""
+    src = many_inputs(40, "many_disk_full")
+    out = fresh("disk_full")
+    ref = fresh("disk_full_ref")
+    run(*segment_args(src, ref))
+    limit = 12 * 1024  # results.jsonl (~700 bytes a line) reaches it after a dozen images
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    p = subprocess.run([BIN, *map(str, segment_args(src, out))], capture_output=True, text=True, timeout=300,
+                       preexec_fn=limited)
+    assert p.returncode == 4, (p.returncode, p.stderr)
+    assert "File too large" in p.stderr and str(out / "results.jsonl") in p.stderr and "--resume" in p.stderr, p.stderr
+    text = (out / "results.jsonl").read_text()
+    assert text.endswith("\n"), "a partial line was left in results.jsonl"
+    recs = results(out / "results.jsonl")
+    assert 0 < len(recs) < 40, len(recs)
+    for rec in recs:
+        check_record(rec, out, LABELS.split(","))
+    assert not list(out.glob("*.tmp-*")), "temporary files left behind"
+    print(f"stopped with exit 4 after {len(recs)} of 40: {p.stderr.strip().splitlines()[0]}")
+    p = run(*segment_args(src, out, "--resume", "--json"))
+    summary = json.loads(p.stdout)
+    assert summary["skipped_done"] == len(recs) and summary["processed"] == 40 - len(recs), summary
+    same_outputs(out, ref)
 
 
 def main():

@@ -90,6 +90,16 @@ TEST_CASE("wrong types and impossible values give errors naming the key", "[conf
   }
 }
 
+TEST_CASE("numbers beyond double range are a ConfigError, not an escaping json exception", "[config]") {
+  // Found by fuzz_config (issue 7): nlohmann throws out_of_range, not parse_error, for 1e400.
+  for (const char* text : {R"({"projection_dim": 1e400})", "15643e1111111", R"({"text_config": {"hidden_size": -1e999}})"}) {
+    INFO(text);
+    CHECK_THROWS_AS(GroupViTConfig::from_json_string(text, "model/config.json"), ConfigError);
+    CHECK_THROWS_WITH(GroupViTConfig::from_json_string(text, "model/config.json"),
+                      Catch::Contains("model/config.json") && Catch::Contains("number overflow"));
+  }
+}
+
 TEST_CASE("a missing config file names its path", "[config]") {
   CHECK_THROWS_WITH(GroupViTConfig::from_file("/nonexistent/config.json"),
                     Catch::Contains("/nonexistent/config.json") && Catch::Contains("cannot open"));

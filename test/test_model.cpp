@@ -1,5 +1,7 @@
 // The model's behaviour beyond parity: any image size, training mode (Gumbel assignment,
 // batch-statistics BatchNorm, backward), dtypes, input validation and loader errors.
+#include "test_support.h"
+
 #include "groupvit/model.h"
 #include "groupvit/weights.h"
 
@@ -17,6 +19,7 @@
 namespace {
 
 namespace fs = std::filesystem;
+using groupvit::test::TempDir;
 
 groupvit::GroupViTConfig tiny_config() {
   return groupvit::GroupViTConfig::from_json_string(R"({
@@ -36,21 +39,6 @@ torch::Tensor tiny_ids(int64_t n) {
   return ids;
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("groupvit-test-" + std::to_string(::getpid()) + "-" +
-                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
-    fs::create_directories(path);
-  }
-  // POSIX nftw rather than std::filesystem::remove_all: libtorch.so exports its own, broken
-  // copy of that symbol, which the dynamic linker binds first (seen: a call through null).
-  ~TempDir() {
-    ::nftw(
-        path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
-        FTW_DEPTH | FTW_PHYS);
-  }
-};
 
 void write_archive(const fs::path& file, const std::map<std::string, torch::Tensor>& tensors) {
   c10::Dict<std::string, torch::Tensor> dict;

@@ -67,6 +67,12 @@ TEST_CASE("malformed headers are rejected with a reason", "[safetensors]") {
                      "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",
                  12),
        "overlap"},
+      // An empty tensor sorted between two overlapping ones once hid the overlap (found for issue 7).
+      {make_file(R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                     "e": {"dtype": "F32", "shape": [0], "data_offsets": [4, 4]},
+                     "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}})",
+                 16),
+       "overlap"},
       {make_file(R"({"__metadata__": {"x": 1}})", 0), "__metadata__.x"},
   };
   for (const auto& c : cases) {

@@ -4,8 +4,13 @@
 
 #include <torch/torch.h>
 
+#include <ftw.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -35,6 +40,23 @@ inline c10::Dict<c10::IValue, c10::IValue> load_pickled_dict(const std::string& 
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   return torch::pickle_load(bytes).toGenericDict();
 }
+
+// A fresh directory, removed with everything in it at scope exit.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    path = std::filesystem::temp_directory_path() / ("groupvit-test-" + std::to_string(::getpid()) + "-" +
+                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
+    std::filesystem::create_directories(path);
+  }
+  // POSIX nftw rather than std::filesystem::remove_all: libtorch.so exports its own, broken
+  // copy of that symbol, which the dynamic linker binds first (seen: a call through null).
+  ~TempDir() {
+    ::nftw(
+        path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
+        FTW_DEPTH | FTW_PHYS);
+  }
+};
 
 inline std::map<std::string, torch::Tensor> load_tensor_dict(const std::string& path) {
   std::map<std::string, torch::Tensor> out;
