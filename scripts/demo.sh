@@ -3,9 +3,10 @@
 # tokenization, image-text similarity and zero-shot segmentation.
 #
 # The pretrained nvidia/groupvit-gcc-yfcc is converted when the Hugging Face hub is reachable.
-# Where it is not (as on machines without network), the demo says so and runs the same
-# commands on a seeded random checkpoint in the real Hugging Face layout: UNTRAINED, so its
-# numbers only show that the pipeline runs, not what GroupViT predicts.
+# Where it is not (as on machines without network), the demo uses the small model committed in
+# weights/synthetic-scenes: trained from scratch by `groupvit train` on synthetic scenes of
+# coloured shapes (weights/synthetic-scenes/README.md), so it knows colours and shapes, not cats.
+# It segments generated scenes and a real photo with colour names, and scores held-out scenes.
 #
 #   scripts/demo.sh [OUT_DIR]      (default: demo-out)
 set -euo pipefail
@@ -28,13 +29,11 @@ if ((hub_ok)); then
   [[ -f "$MODEL/groupvit_weights.pt" ]] || "$PY" scripts/convert_hf.py nvidia/groupvit-gcc-yfcc "$MODEL"
   WHICH="nvidia/groupvit-gcc-yfcc (pretrained)"
 else
-  MODEL="$OUT/untrained-demo/model"
-  echo "== The Hugging Face hub is not reachable from this machine."
-  echo "== Running the same commands on an UNTRAINED, seeded random GroupViT (real checkpoint layout)."
-  echo "== Its probabilities are meaningless: they only show the pipeline working end to end."
-  "$PY" scripts/make_demo_model.py "$OUT/untrained-demo" 2>&1 | grep -v "it/s" || true
-  [[ -f "$MODEL/groupvit_weights.pt" ]] || "$PY" scripts/convert_hf.py "$OUT/untrained-demo/hf" "$MODEL"
-  WHICH="untrained seeded random weights (NOT a real prediction)"
+  MODEL="$ROOT/weights/synthetic-scenes"
+  echo "== The Hugging Face hub is not reachable from this machine: using the offline default model"
+  echo "== $MODEL, a small GroupViT trained here from scratch on synthetic scenes of coloured shapes"
+  echo "== (see its README.md). It knows 6 colours and 4 shapes, nothing else."
+  WHICH="weights/synthetic-scenes (trained on synthetic scenes)"
 fi
 
 # Real photos bundled in the scikit-image wheel.
@@ -50,22 +49,37 @@ echo "== groupvit info"
 echo
 echo "== groupvit tokenize"
 "$BIN" tokenize --model "$MODEL" --text "a photo of a cat" --json
+
+if ((hub_ok)); then
+  TEXTS=("a photo of a cat" "a photo of an astronaut" "a photo of a cup of coffee")
+  LABELS="cat,person,cup,rocket,plant"
+  SEG_OPTS=()
+  IMAGES=("$OUT/chelsea.png" "$OUT/astronaut.png" "$OUT/coffee.png")
+else
+  # Held-out scenes from the generator (a different seed from the training data), at the model's size.
+  "$PY" scripts/make_scenes.py "$OUT/scenes" --train 0 --val 100 --size 36 --seed 12345 | tail -n 1
+  TEXTS=(red green blue yellow purple cyan)
+  LABELS="red,green,blue,yellow,purple,cyan"
+  SEG_OPTS=(--templates "$MODEL/templates.txt" --whole --short-side 36 --top-k 3 --bg-thresh 0.95)
+  IMAGES=("$OUT/scenes/val/images/000000.png" "$OUT/scenes/val/images/000001.png" "$OUT/chelsea.png")
+fi
 echo
 echo "== groupvit similarity   [model: $WHICH]"
-"$BIN" similarity --model "$MODEL" --image "$OUT/chelsea.png" "$OUT/astronaut.png" "$OUT/coffee.png" \
-  --text "a photo of a cat" "a photo of an astronaut" "a photo of a cup of coffee"
-"$BIN" similarity --model "$MODEL" --image "$OUT/chelsea.png" --text "a photo of a cat" "a photo of a dog" --json \
-  > "$OUT/similarity.json"
+"$BIN" similarity --model "$MODEL" --image "${IMAGES[@]}" --text "${TEXTS[@]}"
+"$BIN" similarity --model "$MODEL" --image "${IMAGES[0]}" --text "${TEXTS[@]}" --json > "$OUT/similarity.json"
 echo
 echo "== groupvit segment   [model: $WHICH]"
-mkdir -p "$OUT/photos"
-cp "$OUT/chelsea.png" "$OUT/astronaut.png" "$OUT/coffee.png" "$OUT/photos/"
-"$BIN" segment --model "$MODEL" --input "$OUT/photos" --output "$OUT/segment" \
-  --labels "cat,person,cup,rocket,plant" --save-groups --json
+rm -rf "$OUT/photos" && mkdir -p "$OUT/photos"
+cp "${IMAGES[@]}" "$OUT/photos/"
+"$BIN" segment --model "$MODEL" --input "$OUT/photos" --output "$OUT/segment" --labels "$LABELS" "${SEG_OPTS[@]}" \
+  --overlay-format png --save-groups --json
 echo "first result line:"
 head -n 1 "$OUT/segment/results.jsonl"
 if ((!hub_ok)); then
-  echo "(UNTRAINED model: these label maps are NOT a real prediction; they show the pipeline only)"
+  echo
+  echo "== groupvit eval: zero-shot colour segmentation of 100 held-out scenes   [model: $WHICH]"
+  "$BIN" eval --model "$MODEL" --images "$OUT/scenes/val/images" --labels "$OUT/scenes/val/labels_colour" \
+    --classes "$OUT/scenes/val/classes_colour.txt" "${SEG_OPTS[@]}" --quiet
 fi
 echo
 echo "== files written to $OUT"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the project's own code with AddressSanitizer + UndefinedBehaviorSanitizer (CMake option
 # GROUPVIT_SANITIZE) in build-asan/ and runs the Catch2 suites that need no full-size model:
-# config, safetensors, model, tokenizer, image and robust. They read the tokenizer and image
+# config, safetensors, model, tokenizer, image, robust and train. They read the tokenizer, image and train
 # fixtures of the normal build (made by its CTest run, or here when missing).
 #   scripts/sanitize.sh             (scripts/test.sh runs it with CI=true or GROUPVIT_SANITIZE=1)
 #   GROUPVIT_ASAN_BUILD_DIR=...     build folder (default: build-asan)
@@ -27,6 +27,7 @@ echo "[sanitize] build took $(( $(date +%s) - start )) s"
 # The fixture scripts skip work that is already done.
 [[ -f "$FIXTURES/tokenizer/manifest.json" ]] || "$PY" scripts/make_tokenizer_fixtures.py "$FIXTURES/tokenizer"
 [[ -f "$FIXTURES/image/manifest.json" ]] || "$PY" scripts/make_image_fixtures.py "$FIXTURES/image"
+[[ -f "$FIXTURES/train/ref.pt" ]] || "$PY" scripts/make_train_fixtures.py "$FIXTURES/train"
 
 # LibTorch is not instrumented, so ASan sees its allocations but not their origin:
 # - detect_leaks=0: LibTorch and OpenBLAS keep global caches and thread pools alive until exit
@@ -38,7 +39,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:alloc_dealloc_mismatch=0:hal
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export GROUPVIT_FIXTURES="$FIXTURES" GROUPVIT_SOURCE_DIR="$ROOT"
 status=0
-for tag in config safetensors model tokenizer image robust; do
+for tag in config safetensors model tokenizer image robust train; do
   t0=$(date +%s)
   if "$BUILD/test/groupvit_tests" "[$tag]" > "$BUILD/asan-$tag.log" 2>&1; then
     echo "[sanitize] [$tag] passed in $(( $(date +%s) - t0 )) s ($(grep -Eo 'All tests passed.*' "$BUILD/asan-$tag.log"))"
