@@ -28,26 +28,13 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from make_parity_fixtures import atomic_save, make_text_inputs, randomise, small_config  # noqa: E402
+from train_reference import multi_label_contrastive_loss  # noqa: E402  (NVlabs' loss, one process)
 
 # Must match groupvit::TrainOptions as the C++ test sets it (the test reads them from ref.pt).
 OPTIONS = dict(steps=10, batch_size=3, lr=2e-3, min_lr=1e-5, warmup_steps=3, weight_decay=0.05, beta1=0.9,
                beta2=0.98, eps=1e-8, grad_clip=0.5, phrases_per_image=2, multi_label_weight=0.7, seed=5)
 MAX_LOGIT_SCALE = 100.0
 STEPS = 2
-
-
-def multi_label_contrastive_loss(image_embeds, phrase_embeds, scale):
-    """NVlabs MultiLabelContrastive.multi_label_loss with one image feature per image, world size 1."""
-    b, k, _ = phrase_embeds.shape
-    image = F.normalize(image_embeds, dim=-1)
-    phrases = F.normalize(phrase_embeds, dim=-1).reshape(b * k, -1)
-    logits_per_img = image @ phrases.t() * scale
-    logits_per_text = phrases @ image.t() * scale
-    targets_img = torch.eye(b).repeat_interleave(k, dim=1) / k  # [B, B*K]
-    targets_text = torch.eye(b).repeat_interleave(k, dim=0)  # [B*K, B]
-    loss_img = torch.sum(-targets_img * F.log_softmax(logits_per_img, dim=-1), dim=-1).mean()
-    loss_text = torch.sum(-targets_text * F.log_softmax(logits_per_text, dim=-1), dim=-1).mean()
-    return 0.5 * (loss_img + loss_text)
 
 
 def training_losses(model, ml_scale, pixels, ids, mask, k, weight):
@@ -81,7 +68,7 @@ def main():
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
     stamp = __import__("hashlib").sha256(Path(__file__).read_bytes() + (HERE / "make_parity_fixtures.py").read_bytes()
-                                         + (HERE / "convert_hf.py").read_bytes()).hexdigest()
+                                         + (HERE / "convert_hf.py").read_bytes() + (HERE / "train_reference.py").read_bytes()).hexdigest()
     stamp_file = args.out_dir / "stamp.txt"
     if (args.out_dir / "ref.pt").exists() and stamp_file.exists() and stamp_file.read_text() == stamp and not args.force:
         print("training fixtures: up to date")
