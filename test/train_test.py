@@ -109,6 +109,17 @@ def case_mini(binary, work):
     err = float(np.abs(np.array(ours) - theirs.numpy()).max() / np.abs(theirs.numpy()).max())
     check(err < 1e-5, f"text features of the trained model agree with transformers (rel.err {err:.1e})")
 
+    # Fine-tuning: --init starts from the trained directory's weights, tokenizer and preprocessor.
+    tuned = work / "mini-tuned"
+    run([binary, "train", "--data", data / "train/captions.jsonl", "--init", out, "--output", tuned, "--steps", 3,
+         "--batch-size", 8, "--lr", 1e-4, "--warmup-steps", 0, "--phrases", 2, "--threads", 1, "--quiet"])
+    from safetensors.torch import load_file
+    a, b = load_file(str(out / "model.safetensors")), load_file(str(tuned / "model.safetensors"))
+    moved = max(float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].is_floating_point())
+    check(a.keys() == b.keys() and 0 < moved < 0.05, f"--init fine-tunes the given weights (largest change {moved:.1e})")
+    check((tuned / "preprocessor_config.json").read_text() == (out / "preprocessor_config.json").read_text(),
+          "--init keeps the model's preprocessing")
+
     half = work / "mini-fp16"
     run([binary, *train_args(data, half, steps=2), "--save-dtype", "fp16", "--quiet"])
     ratio = (half / "model.safetensors").stat().st_size / (out / "model.safetensors").stat().st_size
