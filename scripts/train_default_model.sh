@@ -79,7 +79,7 @@ lines = ["# weights/synthetic-scenes: the offline default model", "",
          "A small GroupViT trained from scratch by `groupvit train` on synthetic scenes of coloured shapes",
          "(6 colours x 4 shapes on textured grey backgrounds, 36x36 px). `scripts/demo.sh` uses it when the",
          "Hugging Face hub is unreachable. It knows those colours and shapes and nothing else.", "",
-         f"Made by `scripts/train_default_model.sh`: {seconds} s of training ({len(log) and log[-1]['step']} steps "
+         f"Trained with the recipe `scripts/train_default_model.sh` runs (this run: the command below): {seconds} s of training ({len(log) and log[-1]['step']} steps "
          f"of 64 images, {threads} thread(s)) on {cpu}, {os.cpu_count()} cores.", "",
          "**Targets of issue 8 not met** (foreground accuracy >= 0.85, mIoU >= 0.6): see",
          "`docs/training-recipe.md` for the runs tried and what stands in the way.", "",
