@@ -117,14 +117,20 @@ std::vector<std::string> read_templates(const std::string& name) {
   if (name == "simple") return groupvit::kSimpleTemplates;
   if (name == "subset") return groupvit::kSubsetTemplates;
   if (name == "full") return groupvit::kFullTemplates;
-  std::ifstream in(name);
-  if (!in) throw UsageError("--templates: '" + name + "' is neither simple, subset, full nor a readable file");
-  std::vector<std::string> templates;
+  if (!std::ifstream(name))
+    throw UsageError("--templates: '" + name + "' is neither simple, subset, full nor a readable file");
+  return read_lines(name, "--templates file");
+}
+
+std::vector<std::string> read_lines(const std::string& path, const std::string& what) {
+  std::ifstream in(path);
+  if (!in) throw UsageError("cannot read " + what + " " + path);
+  std::vector<std::string> lines;
   std::string line;
   while (std::getline(in, line))
-    if (!trim(line).empty()) templates.push_back(trim(line));
-  if (templates.empty()) throw UsageError("--templates: " + name + " holds no template");
-  return templates;
+    if (!trim(line).empty()) lines.push_back(trim(line));
+  if (lines.empty()) throw UsageError(what + " " + path + " is empty");
+  return lines;
 }
 
 torch::Tensor class_embeddings(groupvit::GroupViTModelImpl& model, const std::string& tokenizer_dir,

@@ -117,6 +117,9 @@ int run_eval(const Common& c, const EvalOptions& o);
 
 // Whitespace trimmed from both ends.
 std::string trim(const std::string& s);
+// The non-empty lines of a text file, trimmed; UsageError naming `what` and the path when it is
+// unreadable or holds none.
+std::vector<std::string> read_lines(const std::string& path, const std::string& what);
 // --templates: simple, subset, full or a file with one template a line.
 std::vector<std::string> read_templates(const std::string& name);
 // NVlabs class embeddings [labels, C] (float32, on `device`): every label in every template

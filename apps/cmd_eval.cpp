@@ -31,15 +31,12 @@ using json = nlohmann::json;
 
 constexpr uint8_t kIgnore = 255;
 
-std::vector<std::string> read_lines(const std::string& path, const std::string& what) {
-  std::ifstream in(path);
-  if (!in) throw UsageError("cannot read " + what + " " + path);
-  std::vector<std::string> lines;
-  std::string line;
-  while (std::getline(in, line))
-    if (!trim(line).empty()) lines.push_back(trim(line));
-  if (lines.empty()) throw UsageError(what + " " + path + " is empty");
-  return lines;
+// A prediction or image must be the size of its ground truth: pixels are compared one to one.
+void check_same_size(const std::string& source, int64_t height, int64_t width, const groupvit::LabelMap& truth) {
+  if (height != truth.height || width != truth.width)
+    throw std::runtime_error(source + ": " + std::to_string(width) + "x" + std::to_string(height) +
+                             " but its label map is " + std::to_string(truth.width) + "x" +
+                             std::to_string(truth.height));
 }
 
 std::string find_with_stem(const std::string& dir, const std::string& stem,
@@ -157,10 +154,7 @@ int run_eval(const Common& c, const EvalOptions& o) {
       for (size_t i = first; i < last; ++i) {
         const auto prediction = groupvit::read_label_png(items[i].source);
         const auto& truth = truths[i - first];
-        if (prediction.height != truth.height || prediction.width != truth.width)
-          throw std::runtime_error(items[i].source + ": " + std::to_string(prediction.width) + "x" +
-                                   std::to_string(prediction.height) + " but the label map is " +
-                                   std::to_string(truth.width) + "x" + std::to_string(truth.height));
+        check_same_size(items[i].source, prediction.height, prediction.width, truth);
         accumulate(truth, prediction.labels.data(), items[i].stem);
       }
     } else {
@@ -169,10 +163,7 @@ int run_eval(const Common& c, const EvalOptions& o) {
       for (size_t i = first; i < last; ++i) {
         const auto image = groupvit::decode_image_file(items[i].source);
         const auto& truth = truths[i - first];
-        if (image.height != truth.height || image.width != truth.width)
-          throw std::runtime_error(items[i].source + ": image is " + std::to_string(image.width) + "x" +
-                                   std::to_string(image.height) + " but its label map is " +
-                                   std::to_string(truth.width) + "x" + std::to_string(truth.height));
+        check_same_size(items[i].source, image.height, image.width, truth);
         images.push_back(groupvit::preprocess(image, prep).to(device));
         sizes.push_back({image.height, image.width});
       }
