@@ -12,6 +12,8 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <optional>
+#include <stdexcept>
+#include <webp/decode.h>
 
 namespace groupvit {
 namespace {
@@ -359,6 +361,19 @@ bool jpeg_is_complete(const uint8_t* data, size_t size, size_t scan_start) {
   return false;
 }
 
+// OpenCV picks a decoder by signature, first match wins, and its WebP check (WebPGetFeatures on the first
+// 32 bytes) is stricter than the RIFF/WEBP magic. Data that fails it is offered to the decoders further down
+// the list, among them DICOM (GDCM: "DICM" at byte 128) and GDAL ("DTED" at byte 140), which decode through a
+// temporary file and can abort the process: a fuzzed RIFF/WEBP file with "DICM" at 128 made GDCM fail an
+// assert(). So a WebP file must pass OpenCV's own check before OpenCV sees it; the other four formats'
+// checks in OpenCV are the magic numbers read_metadata already requires.
+bool webp_header_accepted(const uint8_t* data, size_t size) {
+  constexpr size_t kOpenCvWebpHeaderSize = 32;
+  if (size < kOpenCvWebpHeaderSize) return false;
+  WebPBitstreamFeatures features;
+  return WebPGetFeatures(data, kOpenCvWebpHeaderSize, &features) == VP8_STATUS_OK;
+}
+
 // Pillow's convert("RGB") of what OpenCV decoded (BGR order, any depth): alpha is dropped, not composited.
 RgbImage to_rgb(const cv::Mat& m, const std::string& name) {
   const int channels = m.channels();
@@ -474,12 +489,17 @@ RgbImage decode_image_bytes(const uint8_t* data, size_t size, bool apply_exif_or
   if (info.format == ImageFormat::kJpeg && !jpeg_is_complete(data, size, meta.jpeg_scan_start)) {
     throw ImageError(what + ": truncated JPEG (no end-of-image marker); the file is incomplete");
   }
+  if (info.format == ImageFormat::kWebp && !webp_header_accepted(data, size)) {
+    throw ImageError(what + ": invalid or truncated WebP header; the file is corrupt");
+  }
   cv::Mat decoded;
   try {
     // IMREAD_UNCHANGED keeps depth and channels and never applies EXIF orientation (done below, like Pillow).
     const cv::Mat buffer(1, static_cast<int>(size), CV_8U, const_cast<uint8_t*>(data));
     decoded = cv::imdecode(buffer, cv::IMREAD_UNCHANGED);
   } catch (const cv::Exception& e) {
+    throw ImageError(what + ": cannot decode: " + e.what());
+  } catch (const std::exception& e) {  // codec libraries under OpenCV may throw their own types
     throw ImageError(what + ": cannot decode: " + e.what());
   }
   if (decoded.empty()) throw ImageError(what + ": cannot decode: the data is truncated or corrupt");

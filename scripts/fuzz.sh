@@ -5,6 +5,9 @@
 # allocation) fails the script and leaves the input as build-fuzz/{crash,timeout,oom,leak}-*: fix
 # the bug, then add the input to fuzz/regressions/<target>/, which the normal suite replays ([robust]).
 #   scripts/fuzz.sh [SECONDS] [TARGET ...]      CI runs 60 s each; run longer on demand, e.g. 3600
+# GROUPVIT_FUZZ_SEED picks libFuzzer's random seed; CI (CI=true) uses a fixed one so that a failure there
+# replays the same way on the next run, elsewhere each run explores afresh. Long exploratory runs (random
+# seeds, hours) are how new bugs are found; CI's bounded run guards against regressions.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -22,6 +25,10 @@ echo "[fuzz] build took $(( $(date +%s) - start )) s"
 export GROUPVIT_BPE="$("$ROOT/.venv/bin/python" -c "import sys; sys.path.insert(0, 'scripts'); from convert_hf import open_clip_vocabulary; print(open_clip_vocabulary())")"
 # Leaks are real bugs here (no LibTorch in these programs), so LeakSanitizer stays on.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
+SEED="${GROUPVIT_FUZZ_SEED:-}"
+[[ -z "$SEED" && "${CI:-}" == true ]] && SEED=20261127
+seed_args=(); [[ -n "$SEED" ]] && seed_args=(-seed="$SEED")
+echo "[fuzz] seed: ${SEED:-random}"
 status=0
 for t in "${TARGETS[@]}"; do
   if [[ ! -x build-fuzz/fuzz_$t ]]; then
@@ -36,11 +43,17 @@ for t in "${TARGETS[@]}"; do
   # -timeout: one input taking 10 s is a hang; the outer timeout guards the fuzzer itself.
   rc=0
   (cd build-fuzz && timeout $((SECONDS_EACH + 120)) ./fuzz_"$t" -max_total_time="$SECONDS_EACH" -max_len=65536 \
-     -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "corpus-$t" > "fuzz-$t.log" 2>&1) || rc=$?
+     "${seed_args[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "corpus-$t" > "fuzz-$t.log" 2>&1) || rc=$?
   grep -E "stat::number_of_executed_units|stat::peak_rss_mb|ERROR|SUMMARY|Done" "build-fuzz/fuzz-$t.log" || true
   if [[ $rc != 0 ]]; then
     echo "[fuzz] $t: exit $rc; see build-fuzz/fuzz-$t.log and the failure inputs in build-fuzz/:"
     ls build-fuzz/crash-* build-fuzz/leak-* build-fuzz/oom-* build-fuzz/timeout-* 2>/dev/null || true
+    # CI keeps only the printed log: show the report and the input itself (base64, when small) so the
+    # failure can be reproduced from the log alone.
+    grep -a -A40 -E "^==[0-9]+==.*ERROR" "build-fuzz/fuzz-$t.log" | head -60 || true
+    for f in build-fuzz/crash-* build-fuzz/leak-* build-fuzz/oom-* build-fuzz/timeout-*; do
+      [[ -f "$f" && $(stat -c %s "$f") -le 4096 ]] && { echo "[fuzz] $f (base64):"; base64 -w 0 "$f"; echo; }
+    done
     status=1
   fi
 done

@@ -21,7 +21,7 @@ say() { printf '[setup] %s\n' "$*"; }
 # The core needs only header-only libraries and utf8proc; OpenCV is for the image target.
 DEB_PACKAGES=(build-essential cmake ninja-build ccache python3-venv
   nlohmann-json3-dev catch2 libcli11-dev libutf8proc-dev zlib1g-dev pkg-config
-  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev)
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libwebp-dev)
 # The libFuzzer targets (scripts/fuzz.sh) need clang and its fuzzer runtime; CI runs them.
 if [[ "${CI:-}" == true || "${GROUPVIT_FUZZ:-0}" == 1 ]]; then
   DEB_PACKAGES+=(clang libclang-rt-dev)

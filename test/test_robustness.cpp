@@ -360,6 +360,31 @@ TEST_CASE("animated GIF and other unsupported containers are refused by name", "
   CHECK_THROWS_WITH(groupvit::decode_image_bytes(bytes, true, "anim.gif"),
                     Catch::Contains("anim.gif") && Catch::Contains("not a recognised image"));
 }
+
+// Found by the image fuzzer in CI: RIFF/WEBP data whose header libwebp rejects was offered by OpenCV to its
+// DICOM and GDAL decoders (signatures at bytes 128 and 140), and GDCM aborted the process on an assert.
+// Both must now be refused as corrupt WebP before OpenCV sees them, without a temporary file left behind.
+TEST_CASE("a corrupt WebP header never reaches OpenCV's DICOM or GDAL decoders", "[robust]") {
+  const fs::path dir = fs::path(groupvit::test::source_dir()) / "fuzz" / "regressions" / "image";
+  const char* tmp = std::getenv("TMPDIR");
+  const fs::path tmp_dir = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+  const auto opencv_temp_files = [&] {
+    size_t n = 0;
+    for (const auto& entry : fs::directory_iterator(tmp_dir)) {
+      n += entry.path().filename().string().rfind("__opencv_temp", 0) == 0;
+    }
+    return n;
+  };
+  const size_t before = opencv_temp_files();
+  for (const char* name : {"webp-bad-header-dicm-at-128-gdcm-abort", "webp-bad-header-dted-at-140-gdal"}) {
+    const auto bytes = read_bytes(dir / name);
+    std::vector<uint8_t> data(bytes.begin(), bytes.end());
+    INFO(name);
+    CHECK_THROWS_WITH(groupvit::decode_image_bytes(data, true, name),
+                      Catch::Contains(name) && Catch::Contains("invalid or truncated WebP header"));
+  }
+  CHECK(opencv_temp_files() == before);
+}
 #endif
 
 // Every input under fuzz/corpus/<target>/ and fuzz/regressions/<target>/ (inputs that once
