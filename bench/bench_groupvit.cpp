@@ -2,13 +2,16 @@
 // prints one JSON object. bench/bench_reference.py times the same rows with transformers.
 //
 //   bench_groupvit --model DIR [--threads N] [--reps R] [--warmup W] [--device cpu|cuda]
-//                  [--rows image_fp32_b1,...] [--only-load]
+//                  [--rows image_fp32_b1,...] [--only-load] [--profile image_fp32_b1|image_fp32_b32]
+// --profile records the LibTorch profiler's CPU events over the timed runs of one row and prints
+// each operator's self time instead of the table rows (bench/profile_report.py compares both sides).
 #include "groupvit/groupvit.h"
 #include "groupvit/nvlabs_segmentation.h"
 #include "groupvit/png_writer.h"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/torch.h>
 
 #include <sys/resource.h>
@@ -19,6 +22,8 @@
 #include <functional>
 #include <iostream>
 #include <iterator>
+#include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -48,6 +53,53 @@ json time_it(const std::function<void()>& fn, int warmup, int reps, bool cuda) {
   }
   std::sort(t.begin(), t.end());
   return {{"median_s", t[t.size() / 2]}, {"min_s", t.front()}, {"max_s", t.back()}, {"reps", reps}};
+}
+
+// Self time per operator (its duration minus that of the operators it called), summed over all
+// calls, from the profiler's CPU events: the same numbers torch.profiler's key_averages() gives
+// the reference as self_cpu_time_total.
+json profile_ops(const std::function<void()>& fn, int warmup, int reps) {
+  namespace prof = torch::autograd::profiler;
+  namespace impl = torch::profiler::impl;
+  for (int i = 0; i < warmup; ++i) fn();
+  const impl::ProfilerConfig config(impl::ProfilerState::KINETO);
+  const std::set<impl::ActivityType> activities = {impl::ActivityType::CPU};
+  prof::prepareProfiler(config, activities);  // sets up Kineto's trace; enableProfiler crashes without it
+  prof::enableProfiler(config, activities);
+  const auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) fn();
+  const double wall = seconds_since(t0);
+  const auto result = prof::disableProfiler();
+  std::map<uint64_t, std::vector<const prof::KinetoEvent*>> by_thread;
+  for (const auto& e : result->events()) {
+    if (e.deviceType() == c10::DeviceType::CPU && !e.isAsync()) by_thread[e.startThreadId()].push_back(&e);
+  }
+  std::map<std::string, std::pair<double, int64_t>> ops;  // name -> (self seconds, calls)
+  for (auto& [thread, events] : by_thread) {
+    std::sort(events.begin(), events.end(), [](auto* a, auto* b) {
+      return a->startNs() != b->startNs() ? a->startNs() < b->startNs() : a->endNs() > b->endNs();
+    });
+    // A stack of open events: each event's time is taken from its innermost enclosing event.
+    std::vector<std::pair<const prof::KinetoEvent*, double>> open;  // event, self seconds so far
+    auto close_until = [&](uint64_t t) {
+      while (!open.empty() && open.back().first->endNs() <= t) {
+        auto& slot = ops[open.back().first->name()];
+        slot.first += open.back().second;
+        slot.second += 1;
+        open.pop_back();
+      }
+    };
+    for (const auto* e : events) {
+      close_until(e->startNs());
+      const double d = static_cast<double>(e->durationNs()) * 1e-9;
+      if (!open.empty()) open.back().second -= d;
+      open.emplace_back(e, d);
+    }
+    close_until(std::numeric_limits<uint64_t>::max());
+  }
+  json out = {{"reps", reps}, {"wall_s", wall}, {"ops", json::object()}};
+  for (const auto& [name, v] : ops) out["ops"][name] = {{"self_s", v.first}, {"calls", v.second}};
+  return out;
 }
 
 // Multiply-adds x2 of the image tower and its head for one image at the native 224 size:
@@ -80,7 +132,7 @@ double image_features_flops(const groupvit::GroupViTConfig& config) {
 
 int main(int argc, char** argv) {
   CLI::App app{"groupvit benchmark (C++ side); prints JSON"};
-  std::string model_dir, device_name = "cpu", rows_arg;
+  std::string model_dir, device_name = "cpu", rows_arg, profile_row;
   int threads = 0, reps = 7, warmup = 2;
   bool only_load = false;
   app.add_option("--model", model_dir, "model directory (converted or Hugging Face)")->required();
@@ -90,6 +142,8 @@ int main(int argc, char** argv) {
   app.add_option("--device", device_name, "cpu or cuda");
   app.add_option("--rows", rows_arg, "comma-separated subset of rows");
   app.add_flag("--only-load", only_load, "only time loading (run in a fresh process for peak memory)");
+  app.add_option("--profile", profile_row, "print operator self times over the timed runs of this row")
+      ->check(CLI::IsMember({"image_fp32_b1", "image_fp32_b32"}));
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) torch::set_num_threads(threads);
   const torch::Device device(device_name);
@@ -129,6 +183,14 @@ int main(int argc, char** argv) {
     const auto& config = model.model()->config();
     const auto opts = torch::TensorOptions().device(device);
     json results = json::object();
+    if (!profile_row.empty()) {
+      const int64_t batch = profile_row == "image_fp32_b1" ? 1 : 32;
+      auto pixels = torch::randn({batch, 3, 224, 224}, opts);
+      out["profile"] = profile_ops([&] { model.model()->get_image_features(pixels); }, warmup, reps);
+      out["profile"]["row"] = profile_row;
+      std::cout << out.dump(1) << "\n";
+      return 0;
+    }
 
     // The machine's fp32 matrix-multiply rate: the ceiling for the image tower. The best of
     // many runs, since a shared machine's clock and neighbours make single runs vary.

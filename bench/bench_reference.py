@@ -3,6 +3,9 @@
 works): the same rows, inputs, weights and thread count as bench/bench_groupvit.cpp. Prints JSON.
 
     bench/bench_reference.py --model HF_DIR [--threads N] [--reps R] [--warmup W] [--compile]
+                             [--profile image_fp32_b1|image_fp32_b32]
+--profile prints each operator's self CPU time over the timed runs of one row (torch.profiler),
+like bench_groupvit --profile.
 """
 import argparse
 import json
@@ -52,6 +55,20 @@ def nvlabs_like_windows(model, image, text_embeds):
     return outs
 
 
+def profile_ops(model, batch, warmup, reps):
+    pixels = torch.randn(batch, 3, 224, 224)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model.get_image_features(pixel_values=pixels)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                model.get_image_features(pixel_values=pixels)
+            wall = time.perf_counter() - t0
+    ops = {e.key: {"self_s": e.self_cpu_time_total * 1e-6, "calls": e.count} for e in prof.key_averages()}
+    return {"reps": reps, "wall_s": wall, "ops": ops}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
@@ -60,6 +77,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the image features")
     parser.add_argument("--only-load", action="store_true")
+    parser.add_argument("--profile", choices=["image_fp32_b1", "image_fp32_b32"])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,6 +95,11 @@ def main():
         return 0
 
     torch.manual_seed(0)
+    if args.profile:
+        out["profile"] = profile_ops(model, 1 if args.profile == "image_fp32_b1" else 32, args.warmup, args.reps)
+        out["profile"]["row"] = args.profile
+        print(json.dumps(out, indent=1))
+        return 0
     rows = {}
     with torch.inference_mode():
         for batch in (1, 8, 32):

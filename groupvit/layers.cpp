@@ -7,6 +7,10 @@
 
 namespace groupvit {
 
+torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
+  return at::linear(x, layer->weight, layer->bias);
+}
+
 torch::Tensor activation(const std::string& name, const torch::Tensor& x) {
   if (name == "gelu") return torch::gelu(x);  // exact erf form
   if (name == "quick_gelu") return x * torch::sigmoid(1.702 * x);
@@ -41,16 +45,16 @@ torch::Tensor GroupViTAttentionImpl::forward(const torch::Tensor& hidden_states,
   auto heads = [&](const torch::Tensor& t) {  // [B, L, C] -> [B, heads, L, head_dim]
     return t.view({batch, -1, num_heads_, head_dim_}).transpose(1, 2);
   };
-  auto q = heads(q_proj(hidden_states));
-  auto k = heads(k_proj(kv_input));
-  auto v = heads(v_proj(kv_input));
+  auto q = heads(linear(q_proj, hidden_states));
+  auto k = heads(linear(k_proj, kv_input));
+  auto v = heads(linear(v_proj, kv_input));
   // Same maths as the reference (q * head_dim^-0.5, softmax over keys), through the fused
   // kernel; an additive float mask keeps the reference's behaviour on masked rows.
   std::optional<torch::Tensor> mask;
   if (attention_mask.defined()) mask = attention_mask.to(q.scalar_type());
   auto out = at::scaled_dot_product_attention(q, k, v, mask, is_training() ? dropout_ : 0.0, false);
   out = out.transpose(1, 2).reshape({batch, tgt_len, embed_dim_});
-  return out_proj(out);
+  return linear(out_proj, out);
 }
 
 GroupViTMLPImpl::GroupViTMLPImpl(int64_t hidden_size, int64_t intermediate_size, int64_t output_size, std::string act)
@@ -59,7 +63,7 @@ GroupViTMLPImpl::GroupViTMLPImpl(int64_t hidden_size, int64_t intermediate_size,
   fc2 = register_module("fc2", torch::nn::Linear(intermediate_size, output_size));
 }
 
-torch::Tensor GroupViTMLPImpl::forward(const torch::Tensor& x) { return fc2(activation(act_, fc1(x))); }
+torch::Tensor GroupViTMLPImpl::forward(const torch::Tensor& x) { return linear(fc2, activation(act_, linear(fc1, x))); }
 
 torch::Tensor GroupViTMixerMLPImpl::forward(const torch::Tensor& x) {
   return GroupViTMLPImpl::forward(x.transpose(1, 2)).transpose(1, 2);

@@ -93,15 +93,15 @@ GroupViTAssignAttentionImpl::GroupViTAssignAttentionImpl(const GroupViTVisionCon
 
 std::pair<torch::Tensor, torch::Tensor> GroupViTAssignAttentionImpl::forward(const torch::Tensor& query,
                                                                             const torch::Tensor& key) {
-  auto q = q_proj(query);
-  auto k = k_proj(key);
-  auto v = v_proj(key);
+  auto q = linear(q_proj, query);
+  auto k = linear(k_proj, key);
+  auto v = linear(v_proj, key);
   // [B, groups, tokens]; normalised over the *group* axis: each image token picks one group.
   auto raw_attn = torch::matmul(q, k.transpose(-2, -1)) * scale_;
   auto attn = is_training() ? gumbel_softmax_hard(raw_attn, -2) : hard_softmax(raw_attn, -2);
   auto soft_attn = raw_attn.softmax(-2);
   attn = attn / (attn.sum(-1, /*keepdim=*/true) + assign_eps_);
-  return {proj(torch::matmul(attn, v)), soft_attn};
+  return {linear(proj, torch::matmul(attn, v)), soft_attn};
 }
 
 GroupViTTokenAssignImpl::GroupViTTokenAssignImpl(const GroupViTVisionConfig& c, int64_t num_group_token,

@@ -3,17 +3,20 @@
 # checkpoint, same inputs, same thread count. Builds what is missing, then writes
 # docs/benchmarks.md (a table with ratios) and docs/benchmarks.json.
 #
-#   scripts/bench.sh [--threads N] [--reps R] [--device cpu|cuda]
+#   scripts/bench.sh [--threads N] [--reps R] [--device cpu|cuda] [--profile]
+# --profile instead profiles the image tower at batch 1 and 32 on both sides (operator self times)
+# and writes docs/profile.md: where the time goes, and what bounds the speed-up.
 # Run it on a quiet machine: other processes on the same cores distort every number.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-THREADS="$(nproc)" REPS=7 DEVICE=cpu
+THREADS="$(nproc)" REPS=7 DEVICE=cpu PROFILE=0
 while (($#)); do
   case "$1" in
     --threads) THREADS="$2"; shift 2 ;;
     --reps) REPS="$2"; shift 2 ;;
     --device) DEVICE="$2"; shift 2 ;;
+    --profile) PROFILE=1; shift ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -25,6 +28,34 @@ PY="$ROOT/.venv/bin/python"
 WORK="$ROOT/$BUILD_DIR/bench"
 "$PY" scripts/make_demo_model.py "$WORK/model" 2>&1 | grep -v "it/s" || true
 [[ -f "$WORK/model/converted/groupvit_weights.pt" ]] || "$PY" scripts/convert_hf.py "$WORK/model/hf" "$WORK/model/converted"
+
+if [[ $PROFILE == 1 ]]; then
+  for row in image_fp32_b1 image_fp32_b32; do
+    reps=$REPS; [[ $row == image_fp32_b32 ]] && reps=3
+    echo "[bench] profiling $row ($THREADS threads, $reps forwards per side)"
+    "$BUILD_DIR/bench/bench_groupvit" --model "$WORK/model/converted" --threads "$THREADS" --reps "$reps" \
+      --profile "$row" > "$WORK/prof_cpp_$row.json"
+    "$PY" bench/bench_reference.py --model "$WORK/model/hf" --threads "$THREADS" --reps "$reps" \
+      --profile "$row" > "$WORK/prof_ref_$row.json" 2> "$WORK/prof_ref.stderr" || { cat "$WORK/prof_ref.stderr"; exit 1; }
+  done
+  "$BUILD_DIR/bench/bench_groupvit" --model "$WORK/model/converted" --threads "$THREADS" --rows gemm_fp32 \
+    > "$WORK/cpp_gemm.json"
+  "$PY" - "$WORK" "$THREADS" <<'PYEOF'
+import json, pathlib, platform, subprocess, sys
+work = pathlib.Path(sys.argv[1])
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+gemm = json.loads((work / "cpp_gemm.json").read_text())
+(work / "machine.json").write_text(json.dumps({"cpu": cpu, "threads": int(sys.argv[2]), "torch": gemm["torch"],
+                                               "commit": commit}))
+PYEOF
+  WORK_PROFILE="$WORK/profile"; mkdir -p "$WORK_PROFILE"
+  cp "$WORK"/prof_*.json "$WORK/machine.json" "$WORK_PROFILE/"
+  cp "$WORK/cpp_gemm.json" "$WORK_PROFILE/cpp.json"
+  "$PY" bench/profile_report.py "$WORK_PROFILE" docs/profile.md
+  cat docs/profile.md
+  exit 0
+fi
 
 echo "[bench] load time and peak memory, each in a fresh process"
 "$BUILD_DIR/bench/bench_groupvit" --model "$WORK/model/converted" --only-load --threads "$THREADS" > "$WORK/cpp_load.json"
