@@ -96,11 +96,18 @@ std::pair<torch::Tensor, torch::Tensor> GroupViTAssignAttentionImpl::forward(con
   auto q = linear(q_proj, query);
   auto k = linear(k_proj, key);
   auto v = linear(v_proj, key);
+  // The hard assignment is an argmax over groups, and fp16/bf16 logits turn near-ties into flips
+  // (measured before this: 96.9% of tokens kept their fp32 group in bf16). So the logits, the
+  // assignment and its normalisation are float32 in every dtype; the results return in the model's.
+  const auto dtype = q.scalar_type();
+  const bool reduced = dtype == torch::kHalf || dtype == torch::kBFloat16;
+  const auto qf = reduced ? q.to(torch::kFloat) : q;
+  const auto kf = reduced ? k.to(torch::kFloat) : k;
   // [B, groups, tokens]; normalised over the *group* axis: each image token picks one group.
-  auto raw_attn = torch::matmul(q, k.transpose(-2, -1)) * scale_;
+  auto raw_attn = torch::matmul(qf, kf.transpose(-2, -1)) * scale_;
   auto attn = is_training() ? gumbel_softmax_hard(raw_attn, -2) : hard_softmax(raw_attn, -2);
-  auto soft_attn = raw_attn.softmax(-2);
-  attn = attn / (attn.sum(-1, /*keepdim=*/true) + assign_eps_);
+  auto soft_attn = raw_attn.softmax(-2).to(dtype);
+  attn = (attn / (attn.sum(-1, /*keepdim=*/true) + assign_eps_)).to(dtype);
   return {linear(proj, torch::matmul(attn, v)), soft_attn};
 }
 

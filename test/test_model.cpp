@@ -3,6 +3,7 @@
 #include "test_support.h"
 
 #include "groupvit/model.h"
+#include "groupvit/vision_model.h"
 #include "groupvit/weights.h"
 
 #include <catch2/catch.hpp>
@@ -14,6 +15,7 @@
 #include <ftw.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 
 namespace {
@@ -151,6 +153,38 @@ TEST_CASE("half and bfloat16 run on the CPU and stay close to fp32", "[model]") 
     INFO(c10::toString(dtype) << " cosine " << cos);
     CHECK(cos > 0.98);
     model->to(torch::kFloat);
+  }
+}
+
+// In fp16/bf16 the assignment logits are computed in float32 from the reduced-precision q and k, so
+// near-ties between groups resolve as in float32. The expected output is rebuilt from the module's own
+// projections; the case is large enough that reduced-precision logits would flip some tokens (checked).
+TEST_CASE("reduced-precision hard assignment takes the argmax of float32 logits", "[model]") {
+  torch::manual_seed(5);
+  const auto config = tiny_config().vision_config;
+  torch::NoGradGuard no_grad;
+  for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    groupvit::GroupViTAssignAttention assign(config);
+    assign->eval();
+    assign->to(dtype);
+    const int64_t c = config.hidden_size;
+    auto query = torch::randn({2, 16, c}).to(dtype), key = torch::randn({2, 2000, c}).to(dtype);
+    auto [out, soft] = assign(query, key);
+    CHECK(out.scalar_type() == dtype);
+    CHECK(soft.scalar_type() == dtype);
+
+    auto lin = [](const torch::nn::Linear& l, const torch::Tensor& x) { return at::linear(x, l->weight, l->bias); };
+    auto q = lin(assign->q_proj, query), k = lin(assign->k_proj, key), v = lin(assign->v_proj, key);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(c));
+    auto logits32 = torch::matmul(q.to(torch::kFloat), k.to(torch::kFloat).transpose(-2, -1)) * scale;
+    auto hard = torch::zeros_like(logits32).scatter_(-2, logits32.argmax(-2, true), 1.0);
+    hard = hard / (hard.sum(-1, true) + config.assign_eps);
+    auto expected = lin(assign->proj, torch::matmul(hard.to(dtype), v));
+    INFO(c10::toString(dtype));
+    CHECK(torch::equal(out, expected));
+    // The same logits in the reduced dtype pick other groups for some tokens: what the test guards.
+    auto logits16 = torch::matmul(q, k.transpose(-2, -1)) * scale;
+    CHECK((logits16.argmax(-2) != logits32.argmax(-2)).any().item<bool>());
   }
 }
 
