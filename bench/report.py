@@ -76,6 +76,12 @@ def main():
                  f"{ref_load['load_s'] / cpp_load['load_s']:.2f}× |")
     lines.append(f"| peak resident memory after load | {cpp_load['load_peak_rss_mb']:.0f} MB | "
                  f"{ref_load['load_peak_rss_mb']:.0f} MB | | |")
+    if "weights_mb" in cpp_load:
+        grew = cpp_load["load_peak_rss_mb"] - cpp_load["rss_before_load_mb"]
+        lines += ["", f"Loading raised our peak resident memory by {grew:.0f} MB for {cpp_load['weights_mb']:.0f} MB of "
+                      f"fp32 weights ({grew / cpp_load['weights_mb']:.2f}× the weights; the process held "
+                      f"{cpp_load['rss_before_load_mb']:.0f} MB before, mostly LibTorch's code). The reference went "
+                      f"from {ref_load['rss_before_load_mb']:.0f} MB to {ref_load['load_peak_rss_mb']:.0f} MB."]
     lines += ["", "## Against the machine's ceiling", ""]
     g32 = cpp["rows"].get("gemm_fp32", {}).get("gflops")
     g16 = cpp["rows"].get("gemm_bf16", {}).get("gflops")
