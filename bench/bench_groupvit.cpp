@@ -221,12 +221,13 @@ int main(int argc, char** argv) {
     if (want("image_bf16_b32") || want("bf16_accuracy")) {
       // Without native bf16 matrix units LibTorch falls back to a scalar kernel (seen: under
       // 1 GFLOP/s on an AVX2-only CPU); a full batch-32 row would then take many minutes, so
-      // such machines get one small timed pass and the accuracy check on 2 images.
+      // such machines get one small timed pass and the accuracy check on 16 images (~10 s there;
+      // 2 images' 520 tokens made the agreement swing by a percent between runs).
       double g32 = 0, g16 = 0;
       if (results.contains("gemm_fp32")) g32 = results["gemm_fp32"]["gflops"].get<double>();
       if (results.contains("gemm_bf16")) g16 = results["gemm_bf16"]["gflops"].get<double>();
       const bool native = g16 >= g32 && g32 > 0;
-      const int64_t batch = native ? 32 : 1, check_batch = native ? 32 : 2;
+      const int64_t batch = native ? 32 : 1, check_batch = native ? 32 : 16;
       auto pixels = torch::randn({check_batch, 3, 224, 224}, opts);
       auto fp32_embeds = model.model()->get_image_features(pixels);
       auto fp32_assign = model.model()->vision_model(pixels, false, true).attentions;

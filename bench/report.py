@@ -102,8 +102,10 @@ def main():
                      + ("" if b16.get("native_bf16") else " (no native bf16 matrix multiply on this CPU: "
                         "LibTorch's fallback kernel; one timed pass)"))
     if acc:
-        lines.append(f"- bf16 against fp32 ({acc['images']} images): image embeddings min cosine "
-                     f"{acc['min_cosine']:.5f}, hard assignment agreement {acc['assignment_agreement']:.2%}")
+        lines.append(f"- bf16 against fp32 ({acc['images']} random-noise images): image embeddings min cosine "
+                     f"{acc['min_cosine']:.5f}, hard assignment agreement {acc['assignment_agreement']:.2%} "
+                     "(assignment logits are float32 in every dtype; noise images have no objects, so their "
+                     "groups are near-ties: a harsh case)")
     post = cpp["rows"].get("seg_postprocess")
     seg = cpp["rows"].get("seg_nvlabs_640x480")
     if post and seg:
