@@ -5,11 +5,14 @@ one image-feature forward goes, by operator kind, for ours and the reference sid
 that bounds.
 
     bench/profile_report.py WORK_DIR OUT_MD
-WORK_DIR holds prof_cpp_<row>.json and prof_ref_<row>.json, and cpp.json from the table run when present.
+WORK_DIR holds prof_cpp_<row>.json and prof_ref_<row>.json, and cpp.json (a bench_groupvit run with the
+gemm_fp32 row: the machine's rate, the image FLOPs, threads and torch version).
 """
 import json
 import pathlib
 import sys
+
+from report import machine_of
 
 # Operator kinds, first match wins. Self times: a wrapper such as aten::linear or aten::matmul only
 # counts its own dispatch, the kernels it calls count under their own names.
@@ -54,20 +57,18 @@ def top_ops(profile, n=8):
 
 def main():
     work, out_md = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-    table = json.loads((work / "cpp.json").read_text()) if (work / "cpp.json").exists() else {}
-    gemm_gflops = table.get("rows", {}).get("gemm_fp32", {}).get("gflops")
-    flops = table.get("image_flops_per_image")
-    lines = []
-    machine = json.loads((work / "machine.json").read_text()) if (work / "machine.json").exists() else {}
-    lines += ["# Where the time goes: operator profiles of the image tower", "",
+    table = json.loads((work / "cpp.json").read_text())
+    gemm_gflops = table["rows"]["gemm_fp32"]["gflops"]
+    flops = table["image_flops_per_image"]
+    machine = machine_of(table)
+    lines = ["# Where the time goes: operator profiles of the image tower", "",
               "Written by `scripts/bench.sh --profile`: the LibTorch profiler's CPU events over the timed runs of",
               "`get_image_features` (C++: `bench_groupvit --profile`; reference: `torch.profiler` around",
               "transformers eager), same seeded full-size checkpoint, inputs and thread count. Self time per",
               "operator, milliseconds per forward; \"outside any operator\" is wall time minus all operators' self",
               "time (Python interpreter for the reference, our C++ glue for ours).", ""]
-    if machine:
-        lines += [f"Machine: {machine.get('cpu', '?')}, {machine.get('threads', '?')} threads, torch "
-                  f"{machine.get('torch', '?')}, commit {machine.get('commit', '?')}.", ""]
+    lines += [f"Machine: {machine['cpu']}, {machine['cores']} cores ({', '.join(machine['simd'])}), "
+              f"{machine['threads']} threads, torch {machine['torch']}, commit {machine['commit']}.", ""]
     for row in ("image_fp32_b1", "image_fp32_b32"):
         cpp_path, ref_path = work / f"prof_cpp_{row}.json", work / f"prof_ref_{row}.json"
         if not (cpp_path.exists() and ref_path.exists()):
@@ -97,11 +98,10 @@ def main():
                      f"softmaxes every implementation needs ({needed * 1e3:.1f} ms in ours), "
                      f"{rw / (floor + needed):.2f}x. Repeated profiles of the same build vary by 10-20% on this "
                      "shared machine, so read these as ranges.")
-        if gemm_gflops and flops:
-            rate = flops * batch / ck[mm] / 1e9
-            lines.append(f"- Inside the matrix multiplies ours runs at {rate:.0f} GFLOP/s (image-tower FLOPs over matrix "
-                         f"multiply time; slightly over-counted, the attention products are in the FLOPs) against "
-                         f"the machine's measured {gemm_gflops:.0f} GFLOP/s for 2048x2048 fp32.")
+        rate = flops * batch / ck[mm] / 1e9
+        lines.append(f"- Inside the matrix multiplies ours runs at {rate:.0f} GFLOP/s (image-tower FLOPs over matrix "
+                     f"multiply time; slightly over-counted, the attention products are in the FLOPs) against "
+                     f"the machine's measured {gemm_gflops:.0f} GFLOP/s for 2048x2048 fp32.")
         lines += ["", "Top operators by self time (ms per forward, calls per forward):", "",
                   "| ours | ms | calls | reference | ms | calls |", "|---|---|---|---|---|---|"]
         for (cn, cms, cc), (rn, rms, rc) in zip(top_ops(cpp), top_ops(ref)):

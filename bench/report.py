@@ -42,16 +42,21 @@ def cpu_flags():
     return []
 
 
+def machine_of(cpp):
+    """The machine, threads, torch and commit of a bench_groupvit run (its JSON output)."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "simd": cpu_flags(), "threads": cpp["threads"],
+            "torch": cpp["torch"], "device": cpp["device"],
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip()}
+
+
 def main():
     work, out_md, out_json = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     cpp = json.loads((work / "cpp.json").read_text())
     ref = json.loads((work / "ref.json").read_text())
     cpp_load = json.loads((work / "cpp_load.json").read_text())
     ref_load = json.loads((work / "ref_load.json").read_text())
-    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "simd": cpu_flags(), "threads": cpp["threads"],
-               "torch": cpp["torch"], "device": cpp["device"],
-               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                        text=True).stdout.strip()}
+    machine = machine_of(cpp)
     lines = ["# Benchmarks", "",
              "Written by `scripts/bench.sh` (medians of timed repetitions after warm-ups; min–max in brackets).",
              "Ours is the C++ port; the reference is Hugging Face `transformers` eager on the same machine, the same",

@@ -497,9 +497,7 @@ RgbImage decode_image_bytes(const uint8_t* data, size_t size, bool apply_exif_or
     // IMREAD_UNCHANGED keeps depth and channels and never applies EXIF orientation (done below, like Pillow).
     const cv::Mat buffer(1, static_cast<int>(size), CV_8U, const_cast<uint8_t*>(data));
     decoded = cv::imdecode(buffer, cv::IMREAD_UNCHANGED);
-  } catch (const cv::Exception& e) {
-    throw ImageError(what + ": cannot decode: " + e.what());
-  } catch (const std::exception& e) {  // codec libraries under OpenCV may throw their own types
+  } catch (const std::exception& e) {  // cv::Exception, and the codec libraries' own types under OpenCV
     throw ImageError(what + ": cannot decode: " + e.what());
   }
   if (decoded.empty()) throw ImageError(what + ": cannot decode: the data is truncated or corrupt");

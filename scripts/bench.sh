@@ -30,29 +30,19 @@ WORK="$ROOT/$BUILD_DIR/bench"
 [[ -f "$WORK/model/converted/groupvit_weights.pt" ]] || "$PY" scripts/convert_hf.py "$WORK/model/hf" "$WORK/model/converted"
 
 if [[ $PROFILE == 1 ]]; then
+  PROF="$WORK/profile"; mkdir -p "$PROF"
   for row in image_fp32_b1 image_fp32_b32; do
     reps=$REPS; [[ $row == image_fp32_b32 ]] && reps=3
     echo "[bench] profiling $row ($THREADS threads, $reps forwards per side)"
     "$BUILD_DIR/bench/bench_groupvit" --model "$WORK/model/converted" --threads "$THREADS" --reps "$reps" \
-      --profile "$row" > "$WORK/prof_cpp_$row.json"
+      --profile "$row" > "$PROF/prof_cpp_$row.json"
     "$PY" bench/bench_reference.py --model "$WORK/model/hf" --threads "$THREADS" --reps "$reps" \
-      --profile "$row" > "$WORK/prof_ref_$row.json" 2> "$WORK/prof_ref.stderr" || { cat "$WORK/prof_ref.stderr"; exit 1; }
+      --profile "$row" > "$PROF/prof_ref_$row.json" 2> "$PROF/ref.stderr" || { cat "$PROF/ref.stderr"; exit 1; }
   done
+  # The machine's matrix-multiply rate, the image FLOPs, threads and torch version for the report.
   "$BUILD_DIR/bench/bench_groupvit" --model "$WORK/model/converted" --threads "$THREADS" --rows gemm_fp32 \
-    > "$WORK/cpp_gemm.json"
-  "$PY" - "$WORK" "$THREADS" <<'PYEOF'
-import json, pathlib, platform, subprocess, sys
-work = pathlib.Path(sys.argv[1])
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-gemm = json.loads((work / "cpp_gemm.json").read_text())
-(work / "machine.json").write_text(json.dumps({"cpu": cpu, "threads": int(sys.argv[2]), "torch": gemm["torch"],
-                                               "commit": commit}))
-PYEOF
-  WORK_PROFILE="$WORK/profile"; mkdir -p "$WORK_PROFILE"
-  cp "$WORK"/prof_*.json "$WORK/machine.json" "$WORK_PROFILE/"
-  cp "$WORK/cpp_gemm.json" "$WORK_PROFILE/cpp.json"
-  "$PY" bench/profile_report.py "$WORK_PROFILE" docs/profile.md
+    > "$PROF/cpp.json"
+  "$PY" bench/profile_report.py "$PROF" docs/profile.md
   cat docs/profile.md
   exit 0
 fi

@@ -173,13 +173,13 @@ TEST_CASE("reduced-precision hard assignment takes the argmax of float32 logits"
     CHECK(out.scalar_type() == dtype);
     CHECK(soft.scalar_type() == dtype);
 
-    auto lin = [](const torch::nn::Linear& l, const torch::Tensor& x) { return at::linear(x, l->weight, l->bias); };
-    auto q = lin(assign->q_proj, query), k = lin(assign->k_proj, key), v = lin(assign->v_proj, key);
+    using groupvit::linear;
+    auto q = linear(assign->q_proj, query), k = linear(assign->k_proj, key), v = linear(assign->v_proj, key);
     const double scale = 1.0 / std::sqrt(static_cast<double>(c));
     auto logits32 = torch::matmul(q.to(torch::kFloat), k.to(torch::kFloat).transpose(-2, -1)) * scale;
     auto hard = torch::zeros_like(logits32).scatter_(-2, logits32.argmax(-2, true), 1.0);
     hard = hard / (hard.sum(-1, true) + config.assign_eps);
-    auto expected = lin(assign->proj, torch::matmul(hard.to(dtype), v));
+    auto expected = linear(assign->proj, torch::matmul(hard.to(dtype), v));
     INFO(c10::toString(dtype));
     CHECK(torch::equal(out, expected));
     // The same logits in the reduced dtype pick other groups for some tokens: what the test guards.
