@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "groupvit/allocator.h"
 #include "groupvit/nvlabs_segmentation.h"
 #include "groupvit/prompt_templates.h"
 #include "groupvit/tokenizer_torch.h"
@@ -85,7 +86,11 @@ groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out) {
   lo.device = device;
   lo.dtype = dtype;
   if (device_out) *device_out = device;
-  return groupvit::load_model(c.model_dir, lo);
+  auto model = groupvit::load_model(c.model_dir, lo);
+  // After the load, so its temporary buffers are not kept: repeated forwards then reuse their
+  // activation memory instead of page-faulting it in again (groupvit/allocator.h).
+  groupvit::keep_freed_memory_for_reuse();
+  return model;
 }
 
 groupvit::ImagePreprocessConfig preprocessor_for(const std::string& model_dir) {

@@ -7,6 +7,7 @@
 #include "outputs.h"
 #include "progress.h"
 
+#include "groupvit/allocator.h"
 #include "groupvit/image_io.h"
 #include "groupvit/image_preprocess.h"
 #include "groupvit/tokenizer_torch.h"
@@ -285,6 +286,7 @@ int run_train(const Common& c, const TrainCliOptions& o) {
     model->to(device);
     prep = training_preprocessor(model->config());
   }
+  groupvit::keep_freed_memory_for_reuse();  // every step allocates the same activations again
   const auto& config = model->config();
   const int64_t context = config.text_config.max_position_embeddings;
   const int64_t k = o.train.phrases_per_image;

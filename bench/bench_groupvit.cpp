@@ -5,6 +5,7 @@
 //                  [--rows image_fp32_b1,...] [--only-load] [--profile image_fp32_b1|image_fp32_b32]
 // --profile records the LibTorch profiler's CPU events over the timed runs of one row and prints
 // each operator's self time instead of the table rows (bench/profile_report.py compares both sides).
+#include "groupvit/allocator.h"
 #include "groupvit/groupvit.h"
 #include "groupvit/nvlabs_segmentation.h"
 #include "groupvit/png_writer.h"
@@ -134,13 +135,15 @@ int main(int argc, char** argv) {
   CLI::App app{"groupvit benchmark (C++ side); prints JSON"};
   std::string model_dir, device_name = "cpu", rows_arg, profile_row;
   int threads = 0, reps = 7, warmup = 2;
-  bool only_load = false;
+  bool only_load = false, system_malloc = false;
   app.add_option("--model", model_dir, "model directory (converted or Hugging Face)")->required();
   app.add_option("--threads", threads, "intra-op threads (0: LibTorch's default)");
   app.add_option("--reps", reps, "timed repetitions per row");
   app.add_option("--warmup", warmup, "untimed warm-up runs per row");
   app.add_option("--device", device_name, "cpu or cuda");
   app.add_option("--rows", rows_arg, "comma-separated subset of rows");
+  app.add_flag("--system-malloc", system_malloc,
+               "leave malloc as it is instead of keep_freed_memory_for_reuse() after the load (as the CLI does)");
   app.add_flag("--only-load", only_load, "only time loading (run in a fresh process for peak memory)");
   app.add_option("--profile", profile_row, "print operator self times over the timed runs of this row")
       ->check(CLI::IsMember({"image_fp32_b1", "image_fp32_b32"}));
@@ -173,6 +176,8 @@ int main(int argc, char** argv) {
       std::cout << out.dump(1) << "\n";
       return 0;
     }
+    // What the CLI does after loading (groupvit/allocator.h).
+    out["keep_freed_memory_for_reuse"] = !system_malloc && groupvit::keep_freed_memory_for_reuse();
 
     std::set<std::string> rows;
     std::stringstream list(rows_arg);

@@ -3,11 +3,13 @@
 works): the same rows, inputs, weights and thread count as bench/bench_groupvit.cpp. Prints JSON.
 
     bench/bench_reference.py --model HF_DIR [--threads N] [--reps R] [--warmup W] [--compile]
-                             [--profile image_fp32_b1|image_fp32_b32]
+                             [--profile image_fp32_b1|image_fp32_b32] [--image-only] [--keep-freed-memory]
 --profile prints each operator's self CPU time over the timed runs of one row (torch.profiler),
-like bench_groupvit --profile.
+like bench_groupvit --profile. --keep-freed-memory applies the malloc setting the C++ CLI uses
+(groupvit/allocator.h) to this process after loading, to show what it is worth on each side.
 """
 import argparse
+import ctypes
 import json
 import resource
 import statistics
@@ -55,6 +57,13 @@ def nvlabs_like_windows(model, image, text_embeds):
     return outs
 
 
+def keep_freed_memory_for_reuse(limit=1 << 30):
+    """What groupvit::keep_freed_memory_for_reuse() does, through glibc's mallopt."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return libc.mallopt(m_mmap_threshold, limit) == 1 and libc.mallopt(m_trim_threshold, limit) == 1
+
+
 def profile_ops(model, batch, warmup, reps):
     pixels = torch.randn(batch, 3, 224, 224)
     with torch.inference_mode():
@@ -78,6 +87,9 @@ def main():
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the image features")
     parser.add_argument("--only-load", action="store_true")
     parser.add_argument("--profile", choices=["image_fp32_b1", "image_fp32_b32"])
+    parser.add_argument("--image-only", action="store_true", help="only the image rows at batch 1 and 32")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="after loading, keep freed memory for reuse as the C++ CLI does")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,6 +106,8 @@ def main():
         print(json.dumps(out, indent=1))
         return 0
 
+    if args.keep_freed_memory:
+        out["keep_freed_memory_for_reuse"] = keep_freed_memory_for_reuse()
     torch.manual_seed(0)
     if args.profile:
         out["profile"] = profile_ops(model, 1 if args.profile == "image_fp32_b1" else 32, args.warmup, args.reps)
@@ -102,11 +116,16 @@ def main():
         return 0
     rows = {}
     with torch.inference_mode():
-        for batch in (1, 8, 32):
+        for batch in (1, 32) if args.image_only else (1, 8, 32):
             pixels = torch.randn(batch, 3, 224, 224)
             r = time_it(lambda: model.get_image_features(pixel_values=pixels), args.warmup, args.reps)
             r["images_per_s"] = batch / r["median_s"]
             rows[f"image_fp32_b{batch}"] = r
+    if args.image_only:
+        out["rows"] = rows
+        print(json.dumps(out, indent=1))
+        return 0
+    with torch.inference_mode():
         tokenizer = CLIPTokenizer.from_pretrained(args.model)
         labels = ["cat", "dog", "person", "car", "tree", "sky", "road", "grass"]
         for n in (1, 80):

@@ -50,6 +50,25 @@ def machine_of(cpp):
                                      text=True).stdout.strip()}
 
 
+def allocator_section(work, cpp, ref):
+    """Ours with and without the CLI's malloc setting, the reference without and with it."""
+    files = [work / "cpp_system_malloc.json", work / "ref_keep_freed_memory.json"]
+    if not all(f.exists() for f in files):
+        return []
+    cpp_sys, ref_keep = (json.loads(f.read_text()) for f in files)
+    lines = ["", "## The allocator setting", "",
+             "Ours runs with `groupvit::keep_freed_memory_for_reuse()` (what the CLI does after loading: glibc keeps "
+             "freed blocks up to 1 GiB in the heap instead of mmapping and page-faulting large activations on every "
+             "forward; groupvit/allocator.h). The same image rows with and without it on each side (the reference "
+             "sets it through ctypes), from separate processes run right after the table's:", "",
+             "| row | ours | ours, system malloc | reference | reference with the setting |", "|---|---|---|---|---|"]
+    for key in ("image_fp32_b1", "image_fp32_b32"):
+        cells = [side["rows"].get(key) for side in (cpp, cpp_sys, ref, ref_keep)]
+        if all(cells):
+            lines.append(f"| {key} | " + " | ".join(f"{c['median_s'] * 1000:.1f} ms" for c in cells) + " |")
+    return lines
+
+
 def main():
     work, out_md, out_json = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     cpp = json.loads((work / "cpp.json").read_text())
@@ -121,6 +140,7 @@ def main():
                   f"two window passes take {post['windows_forward_s'] * 1000:.0f} ms; grouping, resizing to the "
                   f"original size, class scoring, argmax and PNG encoding ({post['png_encode_s'] * 1000:.1f} ms) take "
                   f"the remaining {rest * 1000:.0f} ms = {rest / total:.0%} of the per-image time."]
+    lines += allocator_section(work, cpp, ref)
     comp = {k: v for k, v in ref["rows"].items() if k.startswith("compiled_")}
     if comp:
         lines += ["", "## torch.compile of the reference", ""]

@@ -56,5 +56,10 @@ echo "[bench] C++ rows ($THREADS threads, $REPS repetitions)"
 echo "[bench] reference rows"
 "$PY" bench/bench_reference.py --model "$WORK/model/hf" --threads "$THREADS" --reps "$REPS" --compile \
   > "$WORK/ref.json" 2>"$WORK/ref.stderr" || { cat "$WORK/ref.stderr"; exit 1; }
+echo "[bench] the allocator setting: ours without it, the reference with it (image rows, batch 1 and 32)"
+"$BUILD_DIR/bench/bench_groupvit" --model "$WORK/model/converted" --threads "$THREADS" --reps "$REPS" \
+  --device "$DEVICE" --rows image_fp32_b1,image_fp32_b32 --system-malloc > "$WORK/cpp_system_malloc.json"
+"$PY" bench/bench_reference.py --model "$WORK/model/hf" --threads "$THREADS" --reps "$REPS" --image-only \
+  --keep-freed-memory > "$WORK/ref_keep_freed_memory.json" 2>>"$WORK/ref.stderr" || { cat "$WORK/ref.stderr"; exit 1; }
 "$PY" bench/report.py "$WORK" docs/benchmarks.md docs/benchmarks.json
 cat docs/benchmarks.md
