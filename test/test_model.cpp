@@ -3,6 +3,7 @@
 #include "test_support.h"
 
 #include "groupvit/allocator.h"
+#include "groupvit/cuda_graph.h"
 #include "groupvit/model.h"
 #include "groupvit/vision_model.h"
 #include "groupvit/weights.h"
@@ -263,4 +264,23 @@ TEST_CASE("keep_freed_memory_for_reuse serves the next large activation from fre
   REQUIRE(touch(15 << 20) == static_cast<double>(15 << 20));
   CHECK(minor_page_faults() - before < 1000);
 #endif
+}
+
+TEST_CASE("CudaGraphCache runs CPU inputs eagerly, every call", "[model]") {
+  int calls = 0;
+  groupvit::CudaGraphCache graphs([&](const torch::Tensor& x) -> std::vector<torch::Tensor> {
+    ++calls;
+    return {x * 2, x.sum()};
+  });
+  for (int i = 0; i < 3; ++i) {
+    auto x = torch::full({2, 3}, static_cast<float>(i));
+    auto out = graphs(x);
+    REQUIRE(out.size() == 2);
+    CHECK(torch::equal(out[0], x * 2));
+    CHECK(out[1].item<float>() == 6.0f * static_cast<float>(i));
+  }
+  CHECK(calls == 3);
+  CHECK(graphs.graphs() == 0);
+  CHECK(graphs.replays() == 0);
+  CHECK(graphs.fallback_reason().empty());
 }
