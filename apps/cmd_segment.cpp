@@ -8,6 +8,7 @@
 #include "progress.h"
 #include "work_queue.h"
 
+#include "groupvit/cuda_graph.h"
 #include "groupvit/image_io.h"
 #include "groupvit/nvlabs_segmentation.h"
 #include "groupvit/png_writer.h"
@@ -64,6 +65,23 @@ std::vector<std::string> read_labels(const SegmentOptions& o) {
     }
   }
   return labels;
+}
+
+// Host to device. On CUDA through page-locked memory (LibTorch's caching host allocator, which
+// keeps the buffer until the copy is done), so the copy is asynchronous and the next batch's
+// decoding overlaps it; elsewhere a plain conversion.
+torch::Tensor to_device(const torch::Tensor& host, torch::Device device, torch::Dtype dtype) {
+  if (!device.is_cuda()) return host.to(device, dtype);
+  return host.pin_memory().to(device, dtype, /*non_blocking=*/true);
+}
+
+torch::Tensor stack_to_device(const std::vector<torch::Tensor>& images, torch::Device device, torch::Dtype dtype) {
+  if (!device.is_cuda()) return torch::stack(images).to(device, dtype);
+  auto sizes = images.front().sizes().vec();
+  sizes.insert(sizes.begin(), static_cast<int64_t>(images.size()));
+  auto pinned = torch::empty(sizes, images.front().options().pinned_memory(true));
+  torch::stack_out(pinned, images);
+  return pinned.to(device, dtype, /*non_blocking=*/true);
 }
 
 struct Prepared {
@@ -136,6 +154,9 @@ void add_segment_options(CLI::App* cmd, SegmentOptions& o) {
   add_nvlabs_options(cmd, o);
   cmd->add_option("--batch-size", o.batch_size, "images per model call")->capture_default_str();
   cmd->add_option("--workers", o.workers, "decode/preprocess threads (default: min(4, cores - 1))");
+  cmd->add_flag("--cuda-graphs", o.cuda_graphs,
+                "hf mode on CUDA: replay each batch shape's forward as a CUDA graph, captured on its second batch "
+                "(less launch overhead at small batches; a failed capture falls back to eager, see the --json summary)");
   cmd->add_flag("--save-groups", o.save_groups, "also write each grouping stage's group map (paletted PNG)");
   cmd->add_flag("--save-logits", o.save_logits,
                 "also write the scores as .npy (nvlabs: [labels+1, H, W] at the original size; hf: "
@@ -163,6 +184,9 @@ int run_segment(const Common& c, const SegmentOptions& o) {
   if (o.batch_size < 1) throw UsageError("--batch-size must be at least 1");
   auto seg = nvlabs_head(o);
   check_model_dir(c.model_dir);
+  if (o.cuda_graphs && o.mode != "hf")
+    throw UsageError("--cuda-graphs needs --mode hf (nvlabs batches hold a varying number of windows)");
+  if (o.cuda_graphs && !parse_device(c.device).is_cuda()) throw UsageError("--cuda-graphs needs --device cuda");
   parse_device(c.device);
   parse_dtype(c.dtype);
   const Shard shard = resolve_shard(o.shard, o.shard_count);
@@ -220,6 +244,14 @@ int run_segment(const Common& c, const SegmentOptions& o) {
   const int64_t stages = static_cast<int64_t>(vc.depths.size()) -
                          static_cast<int64_t>(std::count(vc.num_group_tokens.begin(), vc.num_group_tokens.end(), 0));
   const auto class_embeds = class_embeddings(*model, c.model_dir, labels, templates, device);
+  // The hf forward of one batch; the CUDA graphs read class_embeds_model, which lives as long as they do.
+  const auto class_embeds_model = class_embeds.to(device, dtype);
+  auto hf_forward = [&](const torch::Tensor& pixels) -> std::vector<torch::Tensor> {
+    auto vision = model->vision_model(pixels, false, true);
+    return {model->segmentation_logits(vision, class_embeds_model, pixels.size(2), pixels.size(3))};
+  };
+  std::unique_ptr<groupvit::CudaGraphCache> graphs;
+  if (o.cuda_graphs) graphs = std::make_unique<groupvit::CudaGraphCache>(hf_forward);
   groupvit::ImagePreprocessConfig prep;
   if (nvlabs) {
     prep = nvlabs_preprocess(o);
@@ -324,16 +356,14 @@ int run_segment(const Common& c, const SegmentOptions& o) {
         for (const auto& p : batch) sizes.push_back({p.original.height, p.original.width});
         if (nvlabs) {
           std::vector<torch::Tensor> images;
-          for (const auto& p : batch) images.push_back(p.pixels.to(device));
+          for (const auto& p : batch) images.push_back(to_device(p.pixels, device, torch::kFloat));
           scores = groupvit::nvlabs_segment(*model, images, class_embeds.to(device), sizes, seg);
           saved = scores;
         } else {
           std::vector<torch::Tensor> px;
           for (const auto& p : batch) px.push_back(p.pixels);
-          auto pixels = torch::stack(px).to(device, dtype);
-          auto vision = model->vision_model(pixels, false, true);
-          auto logits = model->segmentation_logits(vision, class_embeds.to(device, dtype), pixels.size(2),
-                                                   pixels.size(3)).to(torch::kFloat);
+          auto pixels = stack_to_device(px, device, dtype);
+          auto logits = (graphs ? (*graphs)(pixels) : hf_forward(pixels)).front().to(torch::kFloat);
           for (size_t i = 0; i < batch.size(); ++i) {
             saved.push_back(logits[static_cast<int64_t>(i)]);
             scores.push_back(torch::nn::functional::interpolate(
@@ -441,6 +471,10 @@ int run_segment(const Common& c, const SegmentOptions& o) {
                   {"results", results_path},        {"errors", errors_path},
                   {"shard", {{"index", shard.index}, {"count", shard.count}, {"source", shard.source}}},
                   {"interrupted", sig != 0}};
+  if (graphs)
+    summary["cuda_graphs"] = {{"captured_shapes", graphs->graphs()},
+                              {"replayed_batches", graphs->replays()},
+                              {"fallback_reason", graphs->fallback_reason()}};
   if (c.json_output) std::cout << summary.dump() << "\n";
   if (!o.quiet || sig || failed) {
     std::cerr << "groupvit: segmented " << processed << " image(s) into " << o.output;

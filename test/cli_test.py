@@ -268,6 +268,10 @@ def test_errors():
         (["info", "--model", out / "nope"], "does not exist"),
         (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--shard", "3/3"],
          "out of range"),
+        (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--cuda-graphs"],
+         "needs --mode hf"),
+        (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--cuda-graphs",
+          "--mode", "hf"], "needs --device cuda"),
     ]
     if torch.cuda.is_available():
         cases = [c for c in cases if "no CUDA device" not in c[1]]
