@@ -6,6 +6,7 @@
 // --profile records the LibTorch profiler's CPU events over the timed runs of one row and prints
 // each operator's self time instead of the table rows (bench/profile_report.py compares both sides).
 #include "groupvit/allocator.h"
+#include "groupvit/cuda_graph.h"
 #include "groupvit/groupvit.h"
 #include "groupvit/nvlabs_segmentation.h"
 #include "groupvit/png_writer.h"
@@ -135,6 +136,7 @@ int main(int argc, char** argv) {
   CLI::App app{"groupvit benchmark (C++ side); prints JSON"};
   std::string model_dir, device_name = "cpu", rows_arg, profile_row;
   int threads = 0, reps = 7, warmup = 2;
+  int64_t gpu_batch = 64;
   bool only_load = false, system_malloc = false;
   app.add_option("--model", model_dir, "model directory (converted or Hugging Face)")->required();
   app.add_option("--threads", threads, "intra-op threads (0: LibTorch's default)");
@@ -142,6 +144,7 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed warm-up runs per row");
   app.add_option("--device", device_name, "cpu or cuda");
   app.add_option("--rows", rows_arg, "comma-separated subset of rows");
+  app.add_option("--gpu-batch", gpu_batch, "batch of the gpu_* rows (run by default on CUDA only)")->capture_default_str();
   app.add_flag("--system-malloc", system_malloc,
                "leave malloc as it is instead of keep_freed_memory_for_reuse() after the load (as the CLI does)");
   app.add_flag("--only-load", only_load, "only time loading (run in a fresh process for peak memory)");
@@ -183,6 +186,9 @@ int main(int argc, char** argv) {
     std::stringstream list(rows_arg);
     for (std::string r; std::getline(list, r, ',');) rows.insert(r);
     auto want = [&](const std::string& r) { return rows.empty() || rows.count(r) > 0; };
+    // The gpu_* rows run by default on CUDA; elsewhere (a smoke test at a small --gpu-batch)
+    // only when named.
+    auto want_gpu = [&](const std::string& r) { return cuda ? want(r) : rows.count(r) > 0; };
     torch::NoGradGuard no_grad;
     torch::manual_seed(0);
     const auto& config = model.model()->config();
@@ -284,6 +290,49 @@ int main(int argc, char** argv) {
       results["seg_nvlabs_640x480"] = time_it(
           [&] { groupvit::nvlabs_segment(*model.model(), {image}, text_embeds, {{{480, 640}}}, so); }, warmup, reps,
           cuda);
+    }
+    // Throughput at a GPU batch: image features and Hugging Face-style segmentation (labels of
+    // 6 classes), each eager and through CUDA graphs (groupvit/cuda_graph.h), in fp16 and bf16
+    // (fp32 only when named). bench_reference.py --gpu-rows times transformers on the same rows.
+    const std::vector<std::pair<std::string, torch::Dtype>> gpu_dtypes = {
+        {"fp16", torch::kHalf}, {"bf16", torch::kBFloat16}, {"fp32", torch::kFloat}};
+    auto seg_text = model.encode_texts({"a photo of a cat.", "a photo of a dog.", "a photo of a person.",
+                                        "a photo of a car.", "a photo of a tree.", "a photo of a sky."});
+    for (const auto& [tag, dtype] : gpu_dtypes) {
+      const std::string image_row = "gpu_image_" + tag, seg_row = "gpu_seg_hf_" + tag;
+      const bool named = rows.count(image_row) || rows.count(image_row + "_graph") || rows.count(seg_row) ||
+                         rows.count(seg_row + "_graph");
+      if (!(named || (cuda && rows.empty() && dtype != torch::kFloat))) continue;
+      model.model()->to(dtype);
+      auto pixels = torch::randn({gpu_batch, 3, 224, 224}, opts).to(dtype);
+      auto text = seg_text.to(dtype);
+      auto image_fn = [&](const torch::Tensor& px) -> std::vector<torch::Tensor> {
+        return {model.model()->get_image_features(px)};
+      };
+      auto seg_fn = [&](const torch::Tensor& px) -> std::vector<torch::Tensor> {
+        auto vision = model.model()->vision_model(px, false, true);
+        return {model.model()->segmentation_logits(vision, text, px.size(2), px.size(3)).argmax(1)};
+      };
+      const std::vector<std::pair<std::string, groupvit::CudaGraphCache::Fn>> gpu_rows = {{image_row, image_fn},
+                                                                                          {seg_row, seg_fn}};
+      for (const auto& [row, fn] : gpu_rows) {
+        for (const bool graph : {false, true}) {
+          const std::string name = row + (graph ? "_graph" : "");
+          if (!want_gpu(name)) continue;
+          groupvit::CudaGraphCache graphs(fn);
+          json r = graph ? time_it([&] { graphs(pixels); }, std::max(warmup, 2), reps, cuda)
+                         : time_it([&] { fn(pixels); }, warmup, reps, cuda);
+          r["batch"] = gpu_batch;
+          r["images_per_s"] = static_cast<double>(gpu_batch) / r["median_s"].get<double>();
+          if (graph) {
+            r["graphs"] = graphs.graphs();
+            r["replays"] = graphs.replays();
+            r["fallback_reason"] = graphs.fallback_reason();
+          }
+          results[name] = r;
+        }
+      }
+      model.model()->to(torch::kFloat);
     }
     if (want("seg_postprocess")) {
       // What segmentation adds after the model: the two windows' forward alone, then the

@@ -4,6 +4,7 @@ works): the same rows, inputs, weights and thread count as bench/bench_groupvit.
 
     bench/bench_reference.py --model HF_DIR [--threads N] [--reps R] [--warmup W] [--compile]
                              [--profile image_fp32_b1|image_fp32_b32] [--image-only] [--keep-freed-memory]
+                             [--gpu-rows [--device cuda] [--gpu-batch 64] [--gpu-dtypes fp16,bf16]]
 --profile prints each operator's self CPU time over the timed runs of one row (torch.profiler),
 like bench_groupvit --profile. --keep-freed-memory applies the malloc setting the C++ CLI uses
 (groupvit/allocator.h) to this process after loading, to show what it is worth on each side.
@@ -64,6 +65,40 @@ def keep_freed_memory_for_reuse(limit=1 << 30):
     return libc.mallopt(m_mmap_threshold, limit) == 1 and libc.mallopt(m_trim_threshold, limit) == 1
 
 
+GPU_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def gpu_rows(model, tokenizer, args):
+    """bench_groupvit's gpu_* rows for transformers eager (and torch.compile with CUDA graphs,
+    mode "reduce-overhead", with --compile): image features and segmentation labels of a batch."""
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    tok = tokenizer([f"a photo of a {c}." for c in ["cat", "dog", "person", "car", "tree", "sky"]], padding=True,
+                    return_tensors="pt").to(device)
+    rows = {}
+    for tag in args.gpu_dtypes.split(","):
+        m = model.to(device, GPU_DTYPES[tag])
+        pixels = torch.randn(args.gpu_batch, 3, 224, 224, device=device, dtype=GPU_DTYPES[tag])
+        fns = {f"gpu_image_{tag}": lambda: m.get_image_features(pixel_values=pixels),
+               f"gpu_seg_hf_{tag}": lambda: m(input_ids=tok.input_ids, attention_mask=tok.attention_mask,
+                                              pixel_values=pixels, output_segmentation=True
+                                              ).segmentation_logits.argmax(1)}
+        if args.compile and tag == args.gpu_dtypes.split(",")[0]:  # one compile: they take minutes
+            compiled = torch.compile(m.get_image_features, mode="reduce-overhead")
+            fns[f"compiled_gpu_image_{tag}"] = lambda: compiled(pixel_values=pixels)
+        for name, fn in fns.items():
+            try:
+                r = time_it(fn, args.warmup + (2 if name.startswith("compiled") else 0), args.reps, cuda)
+            except Exception as exc:  # report, don't fail the benchmark
+                rows[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+                continue
+            r["batch"] = args.gpu_batch
+            r["images_per_s"] = args.gpu_batch / r["median_s"]
+            rows[name] = r
+    model.to("cpu", torch.float32)
+    return rows
+
+
 def profile_ops(model, batch, warmup, reps):
     pixels = torch.randn(batch, 3, 224, 224)
     with torch.inference_mode():
@@ -88,6 +123,10 @@ def main():
     parser.add_argument("--only-load", action="store_true")
     parser.add_argument("--profile", choices=["image_fp32_b1", "image_fp32_b32"])
     parser.add_argument("--image-only", action="store_true", help="only the image rows at batch 1 and 32")
+    parser.add_argument("--gpu-rows", action="store_true", help="only the gpu_* rows (see bench_groupvit)")
+    parser.add_argument("--device", default="cuda", help="device of the --gpu-rows")
+    parser.add_argument("--gpu-batch", type=int, default=64)
+    parser.add_argument("--gpu-dtypes", default="fp16,bf16", help="comma-separated: fp16, bf16, fp32")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="after loading, keep freed memory for reuse as the C++ CLI does")
     args = parser.parse_args()
@@ -109,6 +148,14 @@ def main():
     if args.keep_freed_memory:
         out["keep_freed_memory_for_reuse"] = keep_freed_memory_for_reuse()
     torch.manual_seed(0)
+    if args.gpu_rows:
+        with torch.inference_mode():
+            out["rows"] = gpu_rows(model, CLIPTokenizer.from_pretrained(args.model), args)
+        out["device"] = args.device
+        if args.device.startswith("cuda"):
+            out["gpu"] = torch.cuda.get_device_name()
+        print(json.dumps(out, indent=1))
+        return 0
     if args.profile:
         out["profile"] = profile_ops(model, 1 if args.profile == "image_fp32_b1" else 32, args.warmup, args.reps)
         out["profile"]["row"] = args.profile
