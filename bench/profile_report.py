@@ -66,7 +66,10 @@ def main():
               "`get_image_features` (C++: `bench_groupvit --profile`; reference: `torch.profiler` around",
               "transformers eager), same seeded full-size checkpoint, inputs and thread count. Self time per",
               "operator, milliseconds per forward; \"outside any operator\" is wall time minus all operators' self",
-              "time (Python interpreter for the reference, our C++ glue for ours).", ""]
+              "time (Python interpreter for the reference, our C++ glue for ours). Ours runs with",
+              "`keep_freed_memory_for_reuse()` as the CLI does, the reference as users run it: the page faults of",
+              "freshly mapped activations land in the first operator that writes them (copies, GELU, matrix",
+              "multiplies); docs/benchmarks.md times both sides with and without that setting.", ""]
     lines += [f"Machine: {machine['cpu']}, {machine['cores']} cores ({', '.join(machine['simd'])}), "
               f"{machine['threads']} threads, torch {machine['torch']}, commit {machine['commit']}.", ""]
     for row in ("image_fp32_b1", "image_fp32_b32"):
