@@ -1,14 +1,71 @@
 // Attention, MLPs and the encoder layer shared by the text and vision towers.
 #include "groupvit/layers.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
+#include <optional>
 #include <stdexcept>
 
 namespace groupvit {
 
+namespace {
+
+int64_t onednn_min_rows() {  // -1: never
+  static const int64_t rows = [] {
+    const char* env = std::getenv("GROUPVIT_ONEDNN_MIN_ROWS");
+    if (env == nullptr || *env == '\0') return int64_t{1024};
+    if (std::string(env) == "off") return int64_t{-1};
+    char* end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    return (*end == '\0' && v >= 0) ? static_cast<int64_t>(v) : int64_t{1024};
+  }();
+  return rows;
+}
+
+const c10::OperatorHandle* onednn_linear_op() {
+  static const std::optional<c10::OperatorHandle> op =
+      c10::Dispatcher::singleton().findOp(c10::OperatorName("mkldnn::_linear_pointwise", ""));
+  return op ? &*op : nullptr;
+}
+
+bool use_onednn(const torch::nn::Linear& layer, const torch::Tensor& x) {
+  const int64_t min_rows = onednn_min_rows();
+  if (min_rows < 0 || x.dim() < 2 || !x.device().is_cpu() || x.scalar_type() != torch::kFloat ||
+      layer->weight.scalar_type() != torch::kFloat || x.size(-1) == 0)
+    return false;
+  // The op has no derivative: training and anything else that records a graph stays on at::linear.
+  if (torch::GradMode::is_enabled() && (x.requires_grad() || layer->weight.requires_grad())) return false;
+  return x.numel() / x.size(-1) >= min_rows && onednn_linear_op() != nullptr;
+}
+
+// mkldnn::_linear_pointwise(Tensor X, Tensor W, Tensor? B, str attr, Scalar?[] scalars, str? algorithm),
+// called boxed so that a change in its C++ signature cannot break the build.
+torch::Tensor onednn_linear(const torch::nn::Linear& layer, const torch::Tensor& x, const std::string& attr,
+                            const std::string& algorithm) {
+  torch::jit::Stack stack;
+  stack.emplace_back(x);
+  stack.emplace_back(layer->weight);
+  stack.emplace_back(layer->bias.defined() ? c10::IValue(layer->bias) : c10::IValue());
+  stack.emplace_back(attr);
+  stack.emplace_back(c10::List<std::optional<c10::Scalar>>());
+  stack.emplace_back(algorithm);
+  onednn_linear_op()->callBoxed(&stack);
+  return stack.back().toTensor();
+}
+
+}  // namespace
+
 torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
+  if (use_onednn(layer, x)) return onednn_linear(layer, x, "none", "");
   return at::linear(x, layer->weight, layer->bias);
+}
+
+torch::Tensor linear_activation(const torch::nn::Linear& layer, const torch::Tensor& x, const std::string& act) {
+  if ((act == "gelu" || act == "gelu_new" || act == "gelu_pytorch_tanh") && use_onednn(layer, x))
+    return onednn_linear(layer, x, "gelu", act == "gelu" ? "none" : "tanh");
+  return activation(act, linear(layer, x));
 }
 
 torch::Tensor activation(const std::string& name, const torch::Tensor& x) {
@@ -63,7 +120,7 @@ GroupViTMLPImpl::GroupViTMLPImpl(int64_t hidden_size, int64_t intermediate_size,
   fc2 = register_module("fc2", torch::nn::Linear(intermediate_size, output_size));
 }
 
-torch::Tensor GroupViTMLPImpl::forward(const torch::Tensor& x) { return linear(fc2, activation(act_, linear(fc1, x))); }
+torch::Tensor GroupViTMLPImpl::forward(const torch::Tensor& x) { return linear(fc2, linear_activation(fc1, x, act_)); }
 
 torch::Tensor GroupViTMixerMLPImpl::forward(const torch::Tensor& x) {
   return GroupViTMLPImpl::forward(x.transpose(1, 2)).transpose(1, 2);

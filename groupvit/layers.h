@@ -17,7 +17,18 @@ namespace groupvit {
 // frontend's F::linear) multiplies inputs of more than two dimensions with matmul and adds the bias in a
 // second pass over the output; at::linear folds the leading dimensions and fuses the bias into the GEMM
 // (addmm). The separate add took about 10% of the image tower's time at batch 1 (bench --profile).
+//
+// On the CPU in float32 without autograd, inputs of at least 1024 rows (batched image forwards) go
+// to oneDNN's inner product instead (mkldnn::_linear_pointwise, LibTorch's own op): 10-20% faster
+// than MKL's sgemm at those shapes on the AVX2 machine here, while MKL stays ahead at batch-1 shapes
+// (docs/benchmarks.md). GROUPVIT_ONEDNN_MIN_ROWS=N changes the threshold, "off" disables it; the
+// parity suite runs once more with N=1 (parity.model.onednn). Falls back to at::linear where the
+// op is missing.
 torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x);
+
+// activation(act, linear(layer, x)); on the oneDNN path above, GELU (erf or tanh form) is fused
+// into the matrix multiply's epilogue.
+torch::Tensor linear_activation(const torch::nn::Linear& layer, const torch::Tensor& x, const std::string& act);
 
 // The activations of the reference's ACT2FN that configs may name.
 torch::Tensor activation(const std::string& name, const torch::Tensor& x);

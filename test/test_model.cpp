@@ -4,10 +4,12 @@
 
 #include "groupvit/allocator.h"
 #include "groupvit/cuda_graph.h"
+#include "groupvit/layers.h"
 #include "groupvit/model.h"
 #include "groupvit/vision_model.h"
 #include "groupvit/weights.h"
 
+#include <ATen/record_function.h>
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
@@ -291,4 +293,63 @@ TEST_CASE("CudaGraphCache runs CPU inputs eagerly, every call", "[model]") {
   CHECK(graphs.graphs() == 0);
   CHECK(graphs.replays() == 0);
   CHECK(graphs.fallback_reason().empty());
+}
+
+namespace {
+// Names of the operators `fn` dispatches on this thread.
+std::vector<std::string> operators_called(const std::function<void()>& fn) {
+  static thread_local std::vector<std::string>* sink = nullptr;
+  std::vector<std::string> names;
+  sink = &names;
+  const auto handle = at::addThreadLocalCallback(at::RecordFunctionCallback(
+      [](const at::RecordFunction& f) -> std::unique_ptr<at::ObserverContext> {
+        if (sink) sink->emplace_back(f.name());
+        return nullptr;
+      }));
+  fn();
+  at::removeCallback(handle);
+  sink = nullptr;
+  return names;
+}
+
+bool called(const std::vector<std::string>& names, const std::string& op) {
+  return std::find(names.begin(), names.end(), op) != names.end();
+}
+}  // namespace
+
+TEST_CASE("linear: oneDNN for large float32 CPU batches, equal to at::linear; autograd stays on aten", "[model]") {
+  torch::manual_seed(3);
+  torch::nn::Linear fc(384, 1536);
+  const auto big = torch::randn({3, 400, 384});  // 1200 rows: over the default threshold of 1024
+  const auto small = torch::randn({1, 260, 384});
+  const auto transposed = torch::randn({3, 384, 400}).transpose(1, 2);  // the mixer MLP's strided input
+  torch::NoGradGuard no_grad;
+  for (const auto& x : {big, transposed}) {
+    torch::Tensor y, g;
+    const auto names = operators_called([&] {
+      y = groupvit::linear(fc, x);
+      g = groupvit::linear_activation(fc, x, "gelu");
+    });
+    CHECK(called(names, "mkldnn::_linear_pointwise"));
+    CHECK_FALSE(called(names, "aten::addmm"));
+    const auto want = at::linear(x, fc->weight, fc->bias);
+    CHECK((y - want).abs().max().item<double>() <= 1e-5 * want.abs().max().item<double>());
+    CHECK((g - torch::gelu(want)).abs().max().item<double>() <= 1e-5 * want.abs().max().item<double>());
+    const auto t = groupvit::linear_activation(fc, x, "gelu_pytorch_tanh");
+    CHECK((t - torch::gelu(want, "tanh")).abs().max().item<double>() <= 1e-5 * want.abs().max().item<double>());
+  }
+  const auto names = operators_called([&] { groupvit::linear(fc, small); });
+  CHECK(called(names, "aten::addmm"));
+  CHECK_FALSE(called(names, "mkldnn::_linear_pointwise"));
+}
+
+TEST_CASE("linear keeps autograd: with gradients it never takes the oneDNN op", "[model]") {
+  torch::nn::Linear fc(384, 64);
+  const auto x = torch::randn({3, 400, 384}, torch::requires_grad());
+  std::vector<std::string> names;
+  names = operators_called([&] { groupvit::linear_activation(fc, x, "gelu").sum().backward(); });
+  CHECK_FALSE(called(names, "mkldnn::_linear_pointwise"));
+  REQUIRE(x.grad().defined());
+  REQUIRE(fc->weight.grad().defined());
+  CHECK(x.grad().abs().sum().item<double>() > 0);
 }
