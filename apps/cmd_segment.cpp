@@ -186,8 +186,7 @@ int run_segment(const Common& c, const SegmentOptions& o) {
   check_model_dir(c.model_dir);
   if (o.cuda_graphs && o.mode != "hf")
     throw UsageError("--cuda-graphs needs --mode hf (nvlabs batches hold a varying number of windows)");
-  if (o.cuda_graphs && !parse_device(c.device).is_cuda()) throw UsageError("--cuda-graphs needs --device cuda");
-  parse_device(c.device);
+  if (!parse_device(c.device).is_cuda() && o.cuda_graphs) throw UsageError("--cuda-graphs needs --device cuda");
   parse_dtype(c.dtype);
   const Shard shard = resolve_shard(o.shard, o.shard_count);
   std::set<std::string> extensions = default_image_extensions();
