@@ -7,8 +7,11 @@
 #include <tuple>
 
 #if defined(GROUPVIT_WITH_CUDA_GRAPHS)
+#include <ATen/core/CachingHostAllocator.h>
 #include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -21,6 +24,51 @@ using Key = std::tuple<std::vector<int64_t>, int, int>;  // sizes, dtype, device
 Key key_of(const torch::Tensor& t) {
   return {t.sizes().vec(), static_cast<int>(t.scalar_type()), static_cast<int>(t.device().index())};
 }
+
+#if defined(GROUPVIT_WITH_CUDA_GRAPHS)
+// at::cuda::CUDAGraph does not undo its capture set-up when a capture fails half-way: in torch 2.x
+// capture_end() throws at cudaStreamEndCapture before it ends the allocators' pooled allocation
+// and takes the RNG out of capture mode, and reset() releases the private pool only of a capture
+// that ended. The process would then keep allocating as if a capture were under way, and every
+// later CUDA random number would throw. abort() does that clean-up so that the eager fallback
+// (and the caller's own code) runs in a clean process. Each step may legitimately find nothing
+// to undo, hence one try per step.
+class Capture : public at::cuda::CUDAGraph {
+ public:
+  void abort() noexcept {
+    if (capture_ended_) return;  // capture_end() got through: reset() in the destructor cleans up
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(capture_stream_.stream(), &status) == cudaSuccess &&
+        status != cudaStreamCaptureStatusNone) {
+      cudaGraph_t partial = nullptr;
+      if (cudaStreamEndCapture(capture_stream_.stream(), &partial) == cudaSuccess && partial) cudaGraphDestroy(partial);
+    }
+    const auto dev = capture_dev_;
+    const auto pool = mempool_id_;
+    const bool pooled = dev >= 0 && (pool.first != 0 || pool.second != 0);  // capture_begin got that far
+    if (pooled) {
+      try {
+        c10::cuda::CUDACachingAllocator::endAllocateToPool(dev, pool);
+      } catch (...) {
+      }
+      try {
+        c10::cuda::CUDACachingAllocator::releasePool(dev, pool);
+      } catch (...) {
+      }
+      try {
+        at::getHostAllocator(at::kCUDA)->end_allocate_to_pool(pool);
+      } catch (...) {
+      }
+      try {
+        at::getHostAllocator(at::kCUDA)->release_pool(pool);
+      } catch (...) {
+      }
+    }
+    for (auto& entry : captured_generator_states_) entry.first->capturing_ = false;
+    (void)cudaGetLastError();  // the failed capture's error is reported through the exception
+  }
+};
+#endif
 }  // namespace
 
 struct CudaGraphCache::Impl {
@@ -32,18 +80,20 @@ struct CudaGraphCache::Impl {
   std::string fallback_reason;
 #if defined(GROUPVIT_WITH_CUDA_GRAPHS)
   struct Graph {
-    at::cuda::CUDAGraph graph;
+    Capture graph;  // destroyed last: its pool holds the memory of `input` and `outputs`
     torch::Tensor input;
     std::vector<torch::Tensor> outputs;
   };
   std::map<Key, std::unique_ptr<Graph>> graphs;
+  std::map<int, c10::cuda::CUDAStream> side_streams;  // per device: warm-ups and captures
 
   std::unique_ptr<Graph> capture(const torch::Tensor& input) {
     auto g = std::make_unique<Graph>();
     g->input = input.clone();
     const c10::cuda::CUDAGuard device_guard(input.device());
     auto caller = c10::cuda::getCurrentCUDAStream();
-    auto side = c10::cuda::getStreamFromPool(false, input.device().index());
+    const int dev = input.device().index();
+    auto side = side_streams.try_emplace(dev, c10::cuda::getStreamFromPool(false, dev)).first->second;
     at::cuda::CUDAEvent input_ready;
     input_ready.record(caller);
     input_ready.block(side);
@@ -52,18 +102,21 @@ struct CudaGraphCache::Impl {
       // Warm-ups on the capture stream: library handles, workspaces and kernel choices are made
       // here, not inside the capture.
       for (int i = 0; i < 3; ++i) fn(g->input);
-      // Thread-local capture mode: decode threads of a batch job may touch CUDA meanwhile.
-      g->graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+      // The warm-ups' activations are cached on the side stream, which the caller's stream
+      // cannot reuse, and the graph gets a private pool of its own: hand them back first.
+      side.synchronize();
+      c10::cuda::CUDACachingAllocator::emptyCache();
+      // Thread-local capture mode: only CUDA calls of this thread are checked against the
+      // capture, so a caller's other threads (decoding, pinned allocations) are unaffected.
       try {
+        g->graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
         g->outputs = fn(g->input);
+        g->graph.capture_end();
       } catch (...) {
-        try {
-          g->graph.capture_end();  // leave capture mode before reporting
-        } catch (...) {
-        }
+        g->outputs.clear();
+        g->graph.abort();
         throw;
       }
-      g->graph.capture_end();
     }
     at::cuda::CUDAEvent captured;
     captured.record(side);

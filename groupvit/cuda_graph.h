@@ -23,7 +23,8 @@ namespace groupvit {
 // embeddings, must stay alive and unchanged while this object lives), with no host
 // synchronisation (.item(), copies to the CPU) and no shape that depends on values. The image
 // tower in eval mode qualifies. If a capture fails, that shape runs eagerly from then on and
-// fallback_reason() says why. Runs under NoGradGuard. Not thread-safe: one caller at a time.
+// fallback_reason() says why. Runs under NoGradGuard. Not thread-safe: one caller at a time, and
+// every call on the same CUDA stream (replays reuse one input buffer in stream order).
 class CudaGraphCache {
  public:
   using Fn = std::function<std::vector<torch::Tensor>(const torch::Tensor&)>;

@@ -47,6 +47,8 @@ void check_graph_replays_match_eager(torch::Dtype dtype, double tol) {
     torch::manual_seed(call);
     auto pixels = torch::randn({4, 3, 224, 224}, lo.device).to(dtype);
     auto got = graphs(pixels);
+    INFO("capture failed: " << graphs.fallback_reason());
+    REQUIRE(graphs.fallback_reason().empty());
     auto want = forward(pixels);
     REQUIRE(got.size() == want.size());
     for (size_t i = 0; i < got.size(); ++i) {
@@ -57,7 +59,6 @@ void check_graph_replays_match_eager(torch::Dtype dtype, double tol) {
       CHECK(err <= tol);
     }
   }
-  INFO(graphs.fallback_reason());
   CHECK(graphs.graphs() == 1);   // captured on the second call
   CHECK(graphs.replays() == 3);  // calls 2-4
   // A one-off shape runs eagerly and is not captured.
@@ -72,4 +73,34 @@ void check_graph_replays_match_eager(torch::Dtype dtype, double tol) {
 TEST_CASE("CUDA graph replays of the image tower match eager forwards", "[cuda]") {
   check_graph_replays_match_eager(torch::kFloat, 1e-4);
   check_graph_replays_match_eager(torch::kHalf, 1e-2);
+}
+
+TEST_CASE("A capture that fails falls back to eager and leaves the process usable", "[cuda]") {
+  const torch::Device dev(torch::kCUDA, 0);
+  torch::NoGradGuard no_grad;
+  // .item() waits for the GPU, which a stream capture does not allow: the capture fails.
+  auto syncing = [](const torch::Tensor& x) -> std::vector<torch::Tensor> {
+    return {x * x.abs().sum().item<double>()};
+  };
+  groupvit::CudaGraphCache graphs(syncing);
+  for (int call = 0; call < 3; ++call) {
+    torch::manual_seed(call);
+    auto x = torch::randn({4, 8}, dev);
+    CHECK(torch::allclose(graphs(x)[0], syncing(x)[0]));
+  }
+  std::cout << "[cuda] failed capture reported as: " << graphs.fallback_reason() << "\n";
+  CHECK_FALSE(graphs.fallback_reason().empty());
+  CHECK(graphs.graphs() == 0);
+  CHECK(graphs.replays() == 0);
+  // Nothing is left in capture mode: CUDA random numbers work (they throw while the generator
+  // thinks a capture is under way) and a capturable function is captured and replayed.
+  auto affine = [](const torch::Tensor& x) -> std::vector<torch::Tensor> { return {x * 2 + 1}; };
+  groupvit::CudaGraphCache good(affine);
+  for (int call = 0; call < 3; ++call) {
+    auto x = torch::randn({4, 8}, dev);
+    CHECK(torch::allclose(good(x)[0], affine(x)[0]));
+  }
+  INFO(good.fallback_reason());
+  CHECK(good.graphs() == 1);
+  CHECK(good.replays() == 1);
 }
