@@ -1,7 +1,8 @@
 // groupvit segment: zero-shot semantic segmentation of many images. Inputs stream from the
 // enumerator through decode/preprocess worker threads (bounded queues) to batches on the model's
-// device; outputs are written atomically and recorded in results.jsonl, so that --resume can
-// skip finished images. The maths is in the core library (nvlabs_segmentation.h, model.h).
+// device, and each batch's host results on to writer threads that encode and write them while the
+// model runs the next batch; outputs are written atomically and recorded in results.jsonl, so
+// that --resume can skip finished images. The maths is in the core library (nvlabs_segmentation.h, model.h).
 #include "cli_common.h"
 #include "inputs.h"
 #include "outputs.h"
@@ -22,6 +23,7 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <thread>
 #include <unordered_set>
 
@@ -92,6 +94,15 @@ struct Prepared {
   double prep_ms = 0;
 };
 
+// One image's results on the host, handed from the model thread to a writer thread.
+struct ToWrite {
+  Prepared p;
+  std::vector<uint8_t> labels;               // [height * width] class index per pixel
+  torch::Tensor logits;                      // --save-logits: [channels, h, w] float32, CPU
+  std::vector<std::vector<uint8_t>> groups;  // --save-groups: a group map per stage
+  double model_ms = 0, host_ms = 0;          // host_ms: argmax and copies to the host
+};
+
 struct Paths {
   std::string labels, overlay, logits;
   std::vector<std::string> groups;
@@ -153,7 +164,9 @@ void add_segment_options(CLI::App* cmd, SegmentOptions& o) {
   cmd->add_option("--output", o.output, "output directory")->required();
   add_nvlabs_options(cmd, o);
   cmd->add_option("--batch-size", o.batch_size, "images per model call")->capture_default_str();
-  cmd->add_option("--workers", o.workers, "decode/preprocess threads (default: min(4, cores - 1))");
+  cmd->add_option("--workers", o.workers,
+                  "threads that decode and preprocess inputs, and as many that encode and write outputs, both "
+                  "overlapping the model (default: min(4, cores - 1))");
   cmd->add_flag("--cuda-graphs", o.cuda_graphs,
                 "hf mode on CUDA: replay each batch shape's forward as a CUDA graph, captured on its second batch "
                 "(less launch overhead at small batches; a failed capture falls back to eager, see the --json summary)");
@@ -309,25 +322,119 @@ int run_segment(const Common& c, const SegmentOptions& o) {
       if (--workers_left == 0) ready.close();
     });
   }
-  auto stop_pipeline = [&] {
-    todo.abort();
-    ready.abort();
-    enumerator.join();
-    for (auto& t : pool) t.join();
-  };
-
   Progress progress(total, o.progress_interval, !o.quiet);
   int64_t processed = 0, failed = 0;
+  std::mutex out_mu;  // results, errors, progress and the counts: shared by the model and writer threads
   auto record_error = [&](const Prepared& p, const std::string& what) {
+    const std::lock_guard<std::mutex> lock(out_mu);
     errors.append(json{{"input", p.item.path}, {"key", p.item.key}, {"error", what}}.dump());
     ++failed;
+    progress.update(processed, failed);
   };
   const auto palette = groupvit::label_palette();
   const auto group_palette = groupvit::label_palette();
 
+  // --- writers: PNG/JPEG encoding and file writes of one batch overlap the model's next batch ---
+  WorkQueue<ToWrite> to_write(static_cast<size_t>(o.batch_size) * 2 + workers);
+  std::mutex fatal_mu;
+  std::exception_ptr fatal;  // the first error that makes every later write fail (e.g. a full disk)
+  auto rethrow_fatal = [&] {
+    const std::lock_guard<std::mutex> lock(fatal_mu);
+    if (fatal) std::rethrow_exception(fatal);
+  };
+  auto write_one = [&](ToWrite& w) {
+    const auto& p = w.p;
+    const auto t1 = Clock::now();
+    try {
+      const auto paths = paths_for(p.item.key, stages);
+      const auto& label_map = w.labels;
+      const int64_t h = p.original.height, wd = p.original.width;
+      std::vector<int64_t> counts(names.size(), 0);
+      for (uint8_t l : label_map) ++counts[l];
+      json share = json::object();
+      for (size_t l = 0; l < names.size(); ++l)
+        if (counts[l]) share[names[l]] = static_cast<double>(counts[l]) / static_cast<double>(h * wd);
+
+      const std::vector<std::array<uint8_t, 3>> label_colours(palette.begin(),
+                                                              palette.begin() + static_cast<std::ptrdiff_t>(names.size()));
+      const auto png = groupvit::encode_paletted_png(label_map, h, wd, label_colours);
+      write_file_atomic(paths.labels, png.data(), png.size());
+      json outputs = {{"labels", paths.labels}};
+      if (!o.no_overlay) {
+        const auto overlay = overlay_image(p.original, label_map, names, palette, overlay_ext);
+        write_file_atomic(paths.overlay, overlay.data(), overlay.size());
+        outputs["overlay"] = paths.overlay;
+      }
+      if (o.save_logits) {
+        const auto& t = w.logits;
+        std::vector<float> v(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+        write_file_atomic(paths.logits, npy_bytes(v, t.sizes().vec()));
+        outputs["logits"] = paths.logits;
+      }
+      if (o.save_groups) {
+        outputs["groups"] = json::array();
+        for (size_t st = 0; st < w.groups.size() && st < paths.groups.size(); ++st) {
+          const auto gpng = groupvit::encode_paletted_png(w.groups[st], h, wd, group_palette);
+          write_file_atomic(paths.groups[st], gpng.data(), gpng.size());
+          outputs["groups"].push_back(paths.groups[st]);
+        }
+      }
+      json line = {{"input", p.item.path},
+                   {"key", p.item.key},
+                   {"width", wd},
+                   {"height", h},
+                   {"mode", o.mode},
+                   {"labels", names},
+                   {"pixel_share", share},
+                   {"outputs", outputs},
+                   {"timings_ms",
+                    {{"decode_preprocess", p.prep_ms}, {"model", w.model_ms}, {"write", w.host_ms + ms_since(t1)}}}};
+      const std::lock_guard<std::mutex> lock(out_mu);
+      results.append(line.dump());  // last: the image counts as done only once everything is written
+      ++processed;
+      progress.update(processed, failed);
+    } catch (const OutputError& e) {
+      if (e.output_unusable()) throw;  // every later image would fail the same way: stop
+      record_error(p, std::string("writing outputs: ") + e.what());
+    } catch (const std::exception& e) {
+      record_error(p, std::string("writing outputs: ") + e.what());
+    }
+  };
+  std::vector<std::thread> writers;
+  for (size_t w = 0; w < workers; ++w) {
+    writers.emplace_back([&] {
+      while (auto item = to_write.pop()) {
+        try {
+          write_one(*item);
+        } catch (...) {  // the output location is unusable: stop everything, the model thread reports it
+          {
+            const std::lock_guard<std::mutex> lock(fatal_mu);
+            if (!fatal) fatal = std::current_exception();
+          }
+          to_write.abort();
+          ready.abort();
+          return;
+        }
+      }
+    });
+  }
+  auto join_writers = [&] {
+    for (auto& t : writers)
+      if (t.joinable()) t.join();
+  };
+  auto stop_pipeline = [&] {
+    todo.abort();
+    ready.abort();
+    to_write.abort();
+    enumerator.join();
+    for (auto& t : pool) t.join();
+    join_writers();
+  };
+
   try {
     bool more = true;
     while (more && !stop_signal()) {
+      rethrow_fatal();
       std::vector<Prepared> batch;
       while (static_cast<int>(batch.size()) < o.batch_size) {
         auto p = ready.pop();
@@ -337,7 +444,6 @@ int run_segment(const Common& c, const SegmentOptions& o) {
         }
         if (!p->error.empty()) {
           record_error(*p, p->error);
-          progress.update(processed, failed);
           continue;
         }
         batch.push_back(std::move(*p));
@@ -385,70 +491,39 @@ int run_segment(const Common& c, const SegmentOptions& o) {
       }
       const double model_ms = ms_since(t0) / static_cast<double>(batch.size());
 
+      // Tensor work stays on this thread (the device's stream, LibTorch's thread pool); the
+      // writers get plain host buffers.
       for (size_t i = 0; i < batch.size(); ++i) {
-        const auto& p = batch[i];
         const auto t1 = Clock::now();
+        ToWrite w;
         try {
-          const auto paths = paths_for(p.item.key, stages);
+          torch::NoGradGuard no_grad;
           auto label_t = scores[i].argmax(0);
           if (!background) label_t = label_t + 1;  // no background channel: classes start at 1
           label_t = label_t.to(torch::kCPU, torch::kByte).contiguous();
-          std::vector<uint8_t> label_map(label_t.data_ptr<uint8_t>(), label_t.data_ptr<uint8_t>() + label_t.numel());
-          const int64_t h = p.original.height, w = p.original.width;
-
-          std::vector<int64_t> counts(names.size(), 0);
-          for (uint8_t l : label_map) ++counts[l];
-          json share = json::object();
-          for (size_t l = 0; l < names.size(); ++l)
-            if (counts[l]) share[names[l]] = static_cast<double>(counts[l]) / static_cast<double>(h * w);
-
-          const std::vector<std::array<uint8_t, 3>> label_colours(palette.begin(),
-                                                                  palette.begin() + static_cast<std::ptrdiff_t>(names.size()));
-          const auto png = groupvit::encode_paletted_png(label_map, h, w, label_colours);
-          write_file_atomic(paths.labels, png.data(), png.size());
-          json outputs = {{"labels", paths.labels}};
-          if (!o.no_overlay) {
-            const auto overlay = overlay_image(p.original, label_map, names, palette, overlay_ext);
-            write_file_atomic(paths.overlay, overlay.data(), overlay.size());
-            outputs["overlay"] = paths.overlay;
+          w.labels.assign(label_t.data_ptr<uint8_t>(), label_t.data_ptr<uint8_t>() + label_t.numel());
+          if (o.save_logits) w.logits = saved[i].to(torch::kCPU, torch::kFloat).contiguous();
+          for (const auto& g : groups[i]) {
+            auto gc = g.to(torch::kCPU, torch::kByte).contiguous();
+            w.groups.emplace_back(gc.data_ptr<uint8_t>(), gc.data_ptr<uint8_t>() + gc.numel());
           }
-          if (o.save_logits) {
-            auto t = saved[i].to(torch::kCPU, torch::kFloat).contiguous();
-            std::vector<float> v(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
-            write_file_atomic(paths.logits, npy_bytes(v, t.sizes().vec()));
-            outputs["logits"] = paths.logits;
-          }
-          if (o.save_groups) {
-            outputs["groups"] = json::array();
-            for (size_t s = 0; s < groups[i].size() && s < paths.groups.size(); ++s) {
-              auto g = groups[i][s].to(torch::kCPU, torch::kByte).contiguous();
-              std::vector<uint8_t> gm(g.data_ptr<uint8_t>(), g.data_ptr<uint8_t>() + g.numel());
-              const auto gpng = groupvit::encode_paletted_png(gm, h, w, group_palette);
-              write_file_atomic(paths.groups[s], gpng.data(), gpng.size());
-              outputs["groups"].push_back(paths.groups[s]);
-            }
-          }
-          json line = {{"input", p.item.path},
-                       {"key", p.item.key},
-                       {"width", w},
-                       {"height", h},
-                       {"mode", o.mode},
-                       {"labels", names},
-                       {"pixel_share", share},
-                       {"outputs", outputs},
-                       {"timings_ms",
-                        {{"decode_preprocess", p.prep_ms}, {"model", model_ms}, {"write", ms_since(t1)}}}};
-          results.append(line.dump());  // last: the image counts as done only once everything is written
-          ++processed;
-        } catch (const OutputError& e) {
-          if (e.output_unusable()) throw;  // every later image would fail the same way: stop below
-          record_error(p, std::string("writing outputs: ") + e.what());
         } catch (const std::exception& e) {
-          record_error(p, std::string("writing outputs: ") + e.what());
+          record_error(batch[i], std::string("writing outputs: ") + e.what());
+          continue;
         }
-        progress.update(processed, failed);
+        w.p = std::move(batch[i]);
+        w.model_ms = model_ms;
+        w.host_ms = ms_since(t1);
+        if (!to_write.push(std::move(w))) {  // aborted: a writer found the output unusable
+          rethrow_fatal();
+          more = false;
+          break;
+        }
       }
     }
+    to_write.close();  // the writers finish what is queued
+    join_writers();
+    rethrow_fatal();
   } catch (const OutputError& e) {  // the output location is unusable, or errors.jsonl cannot be written
     stop_pipeline();
     progress.finish(processed, failed);

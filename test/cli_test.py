@@ -197,7 +197,8 @@ def test_resume():
     src = many_inputs(40, "many_resume")
     out = fresh("resume")
     args = ["segment", "--model", FIX / "model", "--labels", LABELS, "--input", src, "--output", out,
-            "--short-side", "48", "--crop-size", "48", "--stride", "48", "--batch-size", "1", "--quiet"]
+            "--short-side", "48", "--crop-size", "48", "--stride", "48", "--batch-size", "1", "--quiet",
+            "--workers", "3"]  # several decode and writer threads, all stopped by the signal
     for sig in (signal.SIGTERM, signal.SIGINT):
         p = subprocess.Popen([BIN, *map(str, args + (["--resume"] if sig == signal.SIGINT else []))],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -441,8 +442,9 @@ def test_disk_full():
     def limited():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    p = subprocess.run([BIN, *map(str, segment_args(src, out))], capture_output=True, text=True, timeout=300,
-                       preexec_fn=limited)
+    # Three writer threads: the first to hit the limit stops the others and the model thread.
+    p = subprocess.run([BIN, *map(str, segment_args(src, out, "--workers", "3"))], capture_output=True, text=True,
+                       timeout=300, preexec_fn=limited)
     assert p.returncode == 4, (p.returncode, p.stderr)
     assert "File too large" in p.stderr and str(out / "results.jsonl") in p.stderr and "--resume" in p.stderr, p.stderr
     text = (out / "results.jsonl").read_text()
