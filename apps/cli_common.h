@@ -65,6 +65,7 @@ struct SegmentOptions {
   int64_t top_k = 5;
   int batch_size = 4;
   int workers = 0;
+  int writers = -1;  // -1: by device
   bool cuda_graphs = false;
   bool save_groups = false;
   bool save_logits = false;

@@ -1,7 +1,7 @@
 // groupvit segment: zero-shot semantic segmentation of many images. Inputs stream from the
 // enumerator through decode/preprocess worker threads (bounded queues) to batches on the model's
-// device, and each batch's host results on to writer threads that encode and write them while the
-// model runs the next batch; outputs are written atomically and recorded in results.jsonl, so
+// device, and (by default on CUDA) each batch's host results on to writer threads that encode and
+// write them while the model runs the next batch; outputs are written atomically and recorded in results.jsonl, so
 // that --resume can skip finished images. The maths is in the core library (nvlabs_segmentation.h, model.h).
 #include "cli_common.h"
 #include "inputs.h"
@@ -164,9 +164,11 @@ void add_segment_options(CLI::App* cmd, SegmentOptions& o) {
   cmd->add_option("--output", o.output, "output directory")->required();
   add_nvlabs_options(cmd, o);
   cmd->add_option("--batch-size", o.batch_size, "images per model call")->capture_default_str();
-  cmd->add_option("--workers", o.workers,
-                  "threads that decode and preprocess inputs, and as many that encode and write outputs, both "
-                  "overlapping the model (default: min(4, cores - 1))");
+  cmd->add_option("--workers", o.workers, "decode/preprocess threads (default: min(4, cores - 1))");
+  cmd->add_option("--writers", o.writers,
+                  "threads that encode and write a batch's outputs while the model runs the next batch; 0: the "
+                  "model's thread writes between batches (default: as many as --workers on CUDA, 0 on the CPU, "
+                  "whose cores the model's own threads already use)");
   cmd->add_flag("--cuda-graphs", o.cuda_graphs,
                 "hf mode on CUDA: replay each batch shape's forward as a CUDA graph, captured on its second batch "
                 "(less launch overhead at small batches; a failed capture falls back to eager, see the --json summary)");
@@ -195,6 +197,7 @@ int run_segment(const Common& c, const SegmentOptions& o) {
   const auto labels = read_labels(o);
   const auto templates = read_templates(o.templates);
   if (o.batch_size < 1) throw UsageError("--batch-size must be at least 1");
+  if (o.writers < -1) throw UsageError("--writers must be 0 or more");
   auto seg = nvlabs_head(o);
   check_model_dir(c.model_dir);
   if (o.cuda_graphs && o.mode != "hf")
@@ -400,8 +403,11 @@ int run_segment(const Common& c, const SegmentOptions& o) {
       record_error(p, std::string("writing outputs: ") + e.what());
     }
   };
+  // On the CPU the model's intra-op threads already use every core (and spin between operators),
+  // so writer threads only compete with them; on a GPU the cores are otherwise idle.
+  const size_t writer_count = static_cast<size_t>(o.writers >= 0 ? o.writers : device.is_cuda() ? static_cast<int>(workers) : 0);
   std::vector<std::thread> writers;
-  for (size_t w = 0; w < workers; ++w) {
+  for (size_t w = 0; w < writer_count; ++w) {
     writers.emplace_back([&] {
       while (auto item = to_write.pop()) {
         try {
@@ -514,7 +520,9 @@ int run_segment(const Common& c, const SegmentOptions& o) {
         w.p = std::move(batch[i]);
         w.model_ms = model_ms;
         w.host_ms = ms_since(t1);
-        if (!to_write.push(std::move(w))) {  // aborted: a writer found the output unusable
+        if (writers.empty()) {
+          write_one(w);  // an unusable output throws from here to the handler below
+        } else if (!to_write.push(std::move(w))) {  // aborted: a writer found the output unusable
           rethrow_fatal();
           more = false;
           break;

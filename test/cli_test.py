@@ -198,7 +198,7 @@ def test_resume():
     out = fresh("resume")
     args = ["segment", "--model", FIX / "model", "--labels", LABELS, "--input", src, "--output", out,
             "--short-side", "48", "--crop-size", "48", "--stride", "48", "--batch-size", "1", "--quiet",
-            "--workers", "3"]  # several decode and writer threads, all stopped by the signal
+            "--workers", "3", "--writers", "3"]  # several decode and writer threads, all stopped by the signal
     for sig in (signal.SIGTERM, signal.SIGINT):
         p = subprocess.Popen([BIN, *map(str, args + (["--resume"] if sig == signal.SIGINT else []))],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -273,6 +273,8 @@ def test_errors():
          "needs --mode hf"),
         (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--cuda-graphs",
           "--mode", "hf"], "needs --device cuda"),
+        (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--writers", "-2"],
+         "--writers must be 0 or more"),
     ]
     if torch.cuda.is_available():
         cases = [c for c in cases if "no CUDA device" not in c[1]]
@@ -432,9 +434,10 @@ def test_unwritable():
 
 def test_disk_full():
     """Writes fail part-way (a file size limit, EFBIG, as a full disk gives ENOSPC): the run stops with
-    exit 4 and a clear message, keeps only complete outputs, and --resume completes the rest."""
+    exit 4 and a clear message, keeps only complete outputs, and --resume completes the rest. Both with
+    the model's thread writing (the CPU default) and with three writer threads (the CUDA default), where
+    the first writer to hit the limit stops the others and the model thread."""
     src = many_inputs(40, "many_disk_full")
-    out = fresh("disk_full")
     ref = fresh("disk_full_ref")
     run(*segment_args(src, ref))
     limit = 12 * 1024  # results.jsonl (~700 bytes a line) reaches it after a dozen images
@@ -442,23 +445,25 @@ def test_disk_full():
     def limited():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    # Three writer threads: the first to hit the limit stops the others and the model thread.
-    p = subprocess.run([BIN, *map(str, segment_args(src, out, "--workers", "3"))], capture_output=True, text=True,
-                       timeout=300, preexec_fn=limited)
-    assert p.returncode == 4, (p.returncode, p.stderr)
-    assert "File too large" in p.stderr and str(out / "results.jsonl") in p.stderr and "--resume" in p.stderr, p.stderr
-    text = (out / "results.jsonl").read_text()
-    assert text.endswith("\n"), "a partial line was left in results.jsonl"
-    recs = results(out / "results.jsonl")
-    assert 0 < len(recs) < 40, len(recs)
-    for rec in recs:
-        check_record(rec, out, LABELS.split(","))
-    assert not list(out.glob("*.tmp-*")), "temporary files left behind"
-    print(f"stopped with exit 4 after {len(recs)} of 40: {p.stderr.strip().splitlines()[0]}")
-    p = run(*segment_args(src, out, "--resume", "--json"))
-    summary = json.loads(p.stdout)
-    assert summary["skipped_done"] == len(recs) and summary["processed"] == 40 - len(recs), summary
-    same_outputs(out, ref)
+    for name, threads in (("disk_full", ["--writers", "0"]), ("disk_full_writers", ["--workers", "3", "--writers", "3"])):
+        out = fresh(name)
+        p = subprocess.run([BIN, *map(str, segment_args(src, out, *threads))], capture_output=True, text=True,
+                           timeout=300, preexec_fn=limited)
+        assert p.returncode == 4, (p.returncode, p.stderr)
+        assert "File too large" in p.stderr and str(out / "results.jsonl") in p.stderr and "--resume" in p.stderr, \
+            p.stderr
+        text = (out / "results.jsonl").read_text()
+        assert text.endswith("\n"), "a partial line was left in results.jsonl"
+        recs = results(out / "results.jsonl")
+        assert 0 < len(recs) < 40, len(recs)
+        for rec in recs:
+            check_record(rec, out, LABELS.split(","))
+        assert not list(out.glob("*.tmp-*")), "temporary files left behind"
+        print(f"{' '.join(threads)}: stopped with exit 4 after {len(recs)} of 40: {p.stderr.strip().splitlines()[0]}")
+        p = run(*segment_args(src, out, "--resume", "--json", *threads))
+        summary = json.loads(p.stdout)
+        assert summary["skipped_done"] == len(recs) and summary["processed"] == 40 - len(recs), summary
+        same_outputs(out, ref)
 
 
 def main():
