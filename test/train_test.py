@@ -16,6 +16,7 @@ Cases:
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,6 +130,8 @@ def case_mini(binary, work):
 def case_resume(binary, work):
     data = dataset(work)
     straight, split, killed = work / "straight", work / "split", work / "killed"
+    for d in (straight, split, killed):  # a rerun in the same build tree: the SIGINT wait reads the log
+        shutil.rmtree(d, ignore_errors=True)
     run([binary, *train_args(data, straight), "--quiet"])
     run([binary, *train_args(data, split), "--stop-after", 9, "--quiet"])
     log = [json.loads(l) for l in (split / "train_log.jsonl").read_text().splitlines()]
