@@ -50,7 +50,8 @@ std::vector<std::string> read_labels(const SegmentOptions& o) {
     while (start <= o.labels.size()) {
       auto end = o.labels.find(',', start);
       if (end == std::string::npos) end = o.labels.size();
-      if (!trim(o.labels.substr(start, end - start)).empty()) labels.push_back(trim(o.labels.substr(start, end - start)));
+      if (!trim(o.labels.substr(start, end - start)).empty())
+        labels.push_back(trim(o.labels.substr(start, end - start)));
       start = end + 1;
     }
   }
@@ -111,8 +112,9 @@ struct Paths {
 }  // namespace
 
 void add_nvlabs_options(CLI::App* cmd, SegmentOptions& o) {
-  cmd->add_option("--templates", o.templates, "prompt templates: simple, subset (7), full (80) or a file with one "
-                                              "template a line ({} = class name)")
+  cmd->add_option("--templates", o.templates,
+                  "prompt templates: simple, subset (7), full (80) or a file with one "
+                  "template a line ({} = class name)")
       ->capture_default_str();
   cmd->add_option("--bg-thresh", o.bg_thresh, "nvlabs: background below this score (VOC/COCO 0.95, Context 0.35)")
       ->capture_default_str();
@@ -150,9 +152,9 @@ groupvit::ImagePreprocessConfig nvlabs_preprocess(const SegmentOptions& o) {
 
 void add_segment_options(CLI::App* cmd, SegmentOptions& o) {
   cmd->add_option("--mode", o.mode,
-                   "nvlabs: the paper's evaluation (templates, background threshold, 448 short side, sliding "
-                   "windows, one-hot groups, top-k gating); hf: Hugging Face segmentation_logits at the model's "
-                   "input size")
+                  "nvlabs: the paper's evaluation (templates, background threshold, 448 short side, sliding "
+                  "windows, one-hot groups, top-k gating); hf: Hugging Face segmentation_logits at the model's "
+                  "input size")
       ->check(CLI::IsMember({"nvlabs", "hf"}))
       ->capture_default_str();
   cmd->add_option("--labels", o.labels, "comma-separated class names, e.g. \"cat,dog,sofa\"");
@@ -169,9 +171,10 @@ void add_segment_options(CLI::App* cmd, SegmentOptions& o) {
                   "threads that encode and write a batch's outputs while the model runs the next batch; 0: the "
                   "model's thread writes between batches (default: as many as --workers on CUDA, 0 on the CPU, "
                   "whose cores the model's own threads already use)");
-  cmd->add_flag("--cuda-graphs", o.cuda_graphs,
-                "hf mode on CUDA: replay each batch shape's forward as a CUDA graph, captured on its second batch "
-                "(less launch overhead at small batches; a failed capture falls back to eager, see the --json summary)");
+  cmd->add_flag(
+      "--cuda-graphs", o.cuda_graphs,
+      "hf mode on CUDA: replay each batch shape's forward as a CUDA graph, captured on its second batch "
+      "(less launch overhead at small batches; a failed capture falls back to eager, see the --json summary)");
   cmd->add_flag("--save-groups", o.save_groups, "also write each grouping stage's group map (paletted PNG)");
   cmd->add_flag("--save-logits", o.save_logits,
                 "also write the scores as .npy (nvlabs: [labels+1, H, W] at the original size; hf: "
@@ -188,8 +191,9 @@ void add_segment_options(CLI::App* cmd, SegmentOptions& o) {
   cmd->add_option("--progress-interval", o.progress_interval, "seconds between progress lines when not on a terminal")
       ->capture_default_str();
   cmd->add_flag("--quiet", o.quiet, "no progress output");
-  cmd->add_option("--extensions", o.extensions, "image extensions searched in directories (default: "
-                                                "jpg,jpeg,png,bmp,tif,tiff,webp)");
+  cmd->add_option("--extensions", o.extensions,
+                  "image extensions searched in directories (default: "
+                  "jpg,jpeg,png,bmp,tif,tiff,webp)");
 }
 
 int run_segment(const Common& c, const SegmentOptions& o) {
@@ -197,7 +201,8 @@ int run_segment(const Common& c, const SegmentOptions& o) {
   const auto labels = read_labels(o);
   const auto templates = read_templates(o.templates);
   if (o.batch_size < 1) throw UsageError("--batch-size must be at least 1");
-  if (o.writers < -1) throw UsageError("--writers must be 0 or more");
+  if (o.writers < -1 || o.writers > 256) throw UsageError("--writers must be between 0 and 256");
+  if (o.workers > 256) throw UsageError("--workers must be at most 256");
   auto seg = nvlabs_head(o);
   check_model_dir(c.model_dir);
   if (o.cuda_graphs && o.mode != "hf")
@@ -234,7 +239,8 @@ int run_segment(const Common& c, const SegmentOptions& o) {
     p.labels = base + ".labels.png";
     if (!o.no_overlay) p.overlay = base + ".overlay" + overlay_ext;
     if (o.save_logits) p.logits = base + ".logits.npy";
-    for (int64_t s = 0; o.save_groups && s < stages; ++s) p.groups.push_back(base + ".groups" + std::to_string(s) + ".png");
+    for (int64_t s = 0; o.save_groups && s < stages; ++s)
+      p.groups.push_back(base + ".groups" + std::to_string(s) + ".png");
     return p;
   };
 
@@ -296,6 +302,14 @@ int run_segment(const Common& c, const SegmentOptions& o) {
       o.workers > 0 ? o.workers : std::max(1, std::min(4, static_cast<int>(std::thread::hardware_concurrency()) - 1)));
   WorkQueue<InputItem> todo(static_cast<size_t>(o.batch_size) * 2 + workers);
   WorkQueue<Prepared> ready(static_cast<size_t>(o.batch_size) * 2 + workers);
+  // On the CPU the model's intra-op threads already use every core (and spin between operators),
+  // so writer threads only compete with them; on a GPU the cores are otherwise idle. The queue
+  // holds one batch: nvlabs logits at the original size can be large.
+  const size_t writer_count = static_cast<size_t>(o.writers >= 0     ? o.writers
+                                                  : device.is_cuda() ? static_cast<int>(workers)
+                                                                     : 0);
+  WorkQueue<ToWrite> to_write(static_cast<size_t>(o.batch_size));
+  std::vector<std::thread> pool, writers;
   std::string enumerate_error;
   std::thread enumerator([&] {
     try {
@@ -305,25 +319,37 @@ int run_segment(const Common& c, const SegmentOptions& o) {
     }
     todo.close();
   });
+  auto stop_pipeline = [&] {
+    todo.abort();
+    ready.abort();
+    to_write.abort();
+    if (enumerator.joinable()) enumerator.join();
+    for (auto* threads : {&pool, &writers})
+      for (auto& t : *threads)
+        if (t.joinable()) t.join();
+  };
   std::atomic<size_t> workers_left{workers};
-  std::vector<std::thread> pool;
-  for (size_t w = 0; w < workers; ++w) {
-    pool.emplace_back([&] {
-      while (auto item = todo.pop()) {
-        Prepared p;
-        p.item = *item;
-        const auto t0 = Clock::now();
-        try {
-          p.original = groupvit::decode_image_file(item->path);
-          p.pixels = groupvit::preprocess(p.original, prep);
-        } catch (const std::exception& e) {
-          p.error = e.what();
+  try {
+    for (size_t w = 0; w < workers; ++w)
+      pool.emplace_back([&] {
+        while (auto item = todo.pop()) {
+          Prepared p;
+          p.item = *item;
+          const auto t0 = Clock::now();
+          try {
+            p.original = groupvit::decode_image_file(item->path);
+            p.pixels = groupvit::preprocess(p.original, prep);
+          } catch (const std::exception& e) {
+            p.error = e.what();
+          }
+          p.prep_ms = ms_since(t0);
+          if (!ready.push(std::move(p))) break;
         }
-        p.prep_ms = ms_since(t0);
-        if (!ready.push(std::move(p))) break;
-      }
-      if (--workers_left == 0) ready.close();
-    });
+        if (--workers_left == 0) ready.close();
+      });
+  } catch (...) {  // e.g. no more threads: stop the ones started
+    stop_pipeline();
+    throw;
   }
   Progress progress(total, o.progress_interval, !o.quiet);
   int64_t processed = 0, failed = 0;
@@ -338,7 +364,6 @@ int run_segment(const Common& c, const SegmentOptions& o) {
   const auto group_palette = groupvit::label_palette();
 
   // --- writers: PNG/JPEG encoding and file writes of one batch overlap the model's next batch ---
-  WorkQueue<ToWrite> to_write(static_cast<size_t>(o.batch_size) * 2 + workers);
   std::mutex fatal_mu;
   std::exception_ptr fatal;  // the first error that makes every later write fail (e.g. a full disk)
   auto rethrow_fatal = [&] {
@@ -358,8 +383,8 @@ int run_segment(const Common& c, const SegmentOptions& o) {
       for (size_t l = 0; l < names.size(); ++l)
         if (counts[l]) share[names[l]] = static_cast<double>(counts[l]) / static_cast<double>(h * wd);
 
-      const std::vector<std::array<uint8_t, 3>> label_colours(palette.begin(),
-                                                              palette.begin() + static_cast<std::ptrdiff_t>(names.size()));
+      const std::vector<std::array<uint8_t, 3>> label_colours(
+          palette.begin(), palette.begin() + static_cast<std::ptrdiff_t>(names.size()));
       const auto png = groupvit::encode_paletted_png(label_map, h, wd, label_colours);
       write_file_atomic(paths.labels, png.data(), png.size());
       json outputs = {{"labels", paths.labels}};
@@ -403,38 +428,30 @@ int run_segment(const Common& c, const SegmentOptions& o) {
       record_error(p, std::string("writing outputs: ") + e.what());
     }
   };
-  // On the CPU the model's intra-op threads already use every core (and spin between operators),
-  // so writer threads only compete with them; on a GPU the cores are otherwise idle.
-  const size_t writer_count = static_cast<size_t>(o.writers >= 0 ? o.writers : device.is_cuda() ? static_cast<int>(workers) : 0);
-  std::vector<std::thread> writers;
-  for (size_t w = 0; w < writer_count; ++w) {
-    writers.emplace_back([&] {
-      while (auto item = to_write.pop()) {
-        try {
-          write_one(*item);
-        } catch (...) {  // the output location is unusable: stop everything, the model thread reports it
-          {
-            const std::lock_guard<std::mutex> lock(fatal_mu);
-            if (!fatal) fatal = std::current_exception();
+  try {
+    for (size_t w = 0; w < writer_count; ++w)
+      writers.emplace_back([&] {
+        while (auto item = to_write.pop()) {
+          try {
+            write_one(*item);
+          } catch (...) {  // the outputs or errors.jsonl are unusable: stop all; the model thread reports it
+            {
+              const std::lock_guard<std::mutex> lock(fatal_mu);
+              if (!fatal) fatal = std::current_exception();
+            }
+            to_write.abort();
+            ready.abort();
+            return;
           }
-          to_write.abort();
-          ready.abort();
-          return;
         }
-      }
-    });
+      });
+  } catch (...) {
+    stop_pipeline();
+    throw;
   }
   auto join_writers = [&] {
     for (auto& t : writers)
       if (t.joinable()) t.join();
-  };
-  auto stop_pipeline = [&] {
-    todo.abort();
-    ready.abort();
-    to_write.abort();
-    enumerator.join();
-    for (auto& t : pool) t.join();
-    join_writers();
   };
 
   try {
@@ -454,6 +471,7 @@ int run_segment(const Common& c, const SegmentOptions& o) {
         }
         batch.push_back(std::move(*p));
       }
+      rethrow_fatal();  // a writer stopped the pipeline: no model call for the rest
       if (batch.empty()) continue;
 
       // The model: one call per batch (nvlabs: all windows of all images together).
@@ -477,17 +495,18 @@ int run_segment(const Common& c, const SegmentOptions& o) {
           auto logits = (graphs ? (*graphs)(pixels) : hf_forward(pixels)).front().to(torch::kFloat);
           for (size_t i = 0; i < batch.size(); ++i) {
             saved.push_back(logits[static_cast<int64_t>(i)]);
-            scores.push_back(torch::nn::functional::interpolate(
-                                 logits[static_cast<int64_t>(i)].unsqueeze(0),
-                                 torch::nn::functional::InterpolateFuncOptions()
-                                     .size(std::vector<int64_t>{sizes[i][0], sizes[i][1]})
-                                     .mode(torch::kBilinear)
-                                     .align_corners(false))
-                                 .squeeze(0));
+            scores.push_back(
+                torch::nn::functional::interpolate(logits[static_cast<int64_t>(i)].unsqueeze(0),
+                                                   torch::nn::functional::InterpolateFuncOptions()
+                                                       .size(std::vector<int64_t>{sizes[i][0], sizes[i][1]})
+                                                       .mode(torch::kBilinear)
+                                                       .align_corners(false))
+                    .squeeze(0));
           }
         }
         if (o.save_groups)
-          for (size_t i = 0; i < batch.size(); ++i) groups[i] = groupvit::group_masks(*model, batch[i].pixels.to(device), sizes[i]);
+          for (size_t i = 0; i < batch.size(); ++i)
+            groups[i] = groupvit::group_masks(*model, batch[i].pixels.to(device), sizes[i]);
       } catch (const c10::Error& e) {
         for (const auto& p : batch) record_error(p, std::string("model: ") + e.what_without_backtrace());
         continue;
@@ -518,10 +537,11 @@ int run_segment(const Common& c, const SegmentOptions& o) {
           continue;
         }
         w.p = std::move(batch[i]);
+        w.p.pixels = torch::Tensor();  // the writers need the decoded image, not the model input
         w.model_ms = model_ms;
         w.host_ms = ms_since(t1);
         if (writers.empty()) {
-          write_one(w);  // an unusable output throws from here to the handler below
+          write_one(w);                             // an unusable output throws from here to the handler below
         } else if (!to_write.push(std::move(w))) {  // aborted: a writer found the output unusable
           rethrow_fatal();
           more = false;
@@ -548,9 +568,12 @@ int run_segment(const Common& c, const SegmentOptions& o) {
   if (!enumerate_error.empty()) throw UsageError(enumerate_error);
 
   const int sig = stop_signal();
-  json summary = {{"processed", processed},         {"failed", failed},
-                  {"skipped_done", skipped},        {"output", o.output},
-                  {"results", results_path},        {"errors", errors_path},
+  json summary = {{"processed", processed},
+                  {"failed", failed},
+                  {"skipped_done", skipped},
+                  {"output", o.output},
+                  {"results", results_path},
+                  {"errors", errors_path},
                   {"shard", {{"index", shard.index}, {"count", shard.count}, {"source", shard.source}}},
                   {"interrupted", sig != 0}};
   if (graphs)

@@ -9,6 +9,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -59,7 +60,10 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   } catch (const OutputError& e) {
     throw OutputError("cannot write " + path + ": " + e.what(), e.error());
   }
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  // Unique per call, not only per process: writer threads may write the same path at once (two
+  // inputs with the same key), and a shared temporary would mix their bytes.
+  static std::atomic<uint64_t> serial{0};
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(serial++);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd < 0) fail("cannot write " + path + " (creating " + tmp + ")", errno);
   const auto* p = static_cast<const char*>(data);

@@ -274,7 +274,7 @@ def test_errors():
         (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--cuda-graphs",
           "--mode", "hf"], "needs --device cuda"),
         (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--writers", "-2"],
-         "--writers must be 0 or more"),
+         "--writers must be between 0 and 256"),
     ]
     if torch.cuda.is_available():
         cases = [c for c in cases if "no CUDA device" not in c[1]]
