@@ -104,6 +104,11 @@ struct ToWrite {
   double model_ms = 0, host_ms = 0;          // host_ms: argmax and copies to the host
 };
 
+void join_all(std::vector<std::thread>& threads) {
+  for (auto& t : threads)
+    if (t.joinable()) t.join();
+}
+
 struct Paths {
   std::string labels, overlay, logits;
   std::vector<std::string> groups;
@@ -324,9 +329,8 @@ int run_segment(const Common& c, const SegmentOptions& o) {
     ready.abort();
     to_write.abort();
     if (enumerator.joinable()) enumerator.join();
-    for (auto* threads : {&pool, &writers})
-      for (auto& t : *threads)
-        if (t.joinable()) t.join();
+    join_all(pool);
+    join_all(writers);
   };
   std::atomic<size_t> workers_left{workers};
   try {
@@ -449,15 +453,10 @@ int run_segment(const Common& c, const SegmentOptions& o) {
     stop_pipeline();
     throw;
   }
-  auto join_writers = [&] {
-    for (auto& t : writers)
-      if (t.joinable()) t.join();
-  };
 
   try {
     bool more = true;
     while (more && !stop_signal()) {
-      rethrow_fatal();
       std::vector<Prepared> batch;
       while (static_cast<int>(batch.size()) < o.batch_size) {
         auto p = ready.pop();
@@ -550,7 +549,7 @@ int run_segment(const Common& c, const SegmentOptions& o) {
       }
     }
     to_write.close();  // the writers finish what is queued
-    join_writers();
+    join_all(writers);
     rethrow_fatal();
   } catch (const OutputError& e) {  // the output location is unusable, or errors.jsonl cannot be written
     stop_pipeline();
