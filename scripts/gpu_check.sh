@@ -17,7 +17,7 @@ DEVICE="${GPU_CHECK_DEVICE:-cuda}"
 mkdir -p "$OUT"
 PY="${GPU_CHECK_PYTHON:-$(command -v python3)}"
 DEPS="$ROOT/.deps/root/usr"
-[[ -f "$ROOT/.deps/root/.complete-2" ]] || { echo "gpu_check: run scripts/gpu_deps.sh first and carry .deps" >&2; exit 2; }
+[[ -f "$ROOT/.deps/root/.complete-3" ]] || { echo "gpu_check: run scripts/gpu_deps.sh first and carry .deps" >&2; exit 2; }
 TORCH_PREFIX="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 FAILED=()
 step() {  # step NAME COMMAND...: runs, times and logs one step
@@ -27,10 +27,12 @@ step() {  # step NAME COMMAND...: runs, times and logs one step
     echo "   FAILED ($((SECONDS - t0)) s); last lines:"; tail -25 "$OUT/$name.log"; FAILED+=("$name"); fi
 }
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+# Debian's libssl-dev keeps opensslconf.h/configuration.h in the multiarch include folder.
+export CPATH="$DEPS/include/x86_64-linux-gnu${CPATH:+:$CPATH}"
 step configure cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DGROUPVIT_WITH_OPENCV=OFF \
   -DGROUPVIT_BUILD_APPS=OFF -DGROUPVIT_BUILD_BENCH=ON -DPython3_EXECUTABLE="$PY" \
   -DCMAKE_PREFIX_PATH="$DEPS;$TORCH_PREFIX" -DCMAKE_LIBRARY_PATH="$DEPS/lib/x86_64-linux-gnu" \
-  -DCMAKE_INCLUDE_PATH="$DEPS/include"
+  -DCMAKE_INCLUDE_PATH="$DEPS/include" -DOPENSSL_ROOT_DIR="$DEPS"
 step build cmake --build build-gpu -j "$(nproc)" --target groupvit_tests groupvit_cuda_tests bench_groupvit
 export LD_LIBRARY_PATH="$DEPS/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 step ctest bash -c 'cd build-gpu && ctest -R "fixtures.parity|parity.cuda|parity.model" -V --timeout 900'

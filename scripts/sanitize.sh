@@ -19,7 +19,7 @@ if [[ ! -f "$BUILD/CMakeCache.txt" ]]; then
   # -O1: the usual choice for sanitizer builds (readable reports, about half the compile time of -O3).
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DGROUPVIT_SANITIZE=ON -DGROUPVIT_BUILD_APPS=OFF \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1" \
-    -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DPython3_EXECUTABLE="$PY" > /dev/null
+    -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DPython3_EXECUTABLE="$PY" -C "$ROOT/.venv/cuda-toolkit/torch-cuda.cmake" > /dev/null
 fi
 cmake --build "$BUILD" --target groupvit_tests -j "$JOBS"
 echo "[sanitize] build took $(( $(date +%s) - start )) s"

@@ -18,14 +18,13 @@ VENV="$ROOT/.venv"
 say() { printf '[setup] %s\n' "$*"; }
 
 # --- Debian packages ---------------------------------------------------------------
-# The core needs only header-only libraries and utf8proc; OpenCV is for the image target.
-DEB_PACKAGES=(build-essential cmake ninja-build ccache python3-venv
-  nlohmann-json3-dev catch2 libcli11-dev libutf8proc-dev zlib1g-dev pkg-config
-  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libwebp-dev)
-# The libFuzzer targets (scripts/fuzz.sh) need clang and its fuzzer runtime; CI runs them.
-if [[ "${CI:-}" == true || "${GROUPVIT_FUZZ:-0}" == 1 ]]; then
-  DEB_PACKAGES+=(clang libclang-rt-dev)
-fi
+# scripts/debian-packages.txt lists them (scripts/check_deps.py checks the build uses nothing else).
+DEB_PACKAGES=()
+while read -r pkg condition _; do
+  [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+  if [[ "$condition" == fuzz && "${CI:-}" != true && "${GROUPVIT_FUZZ:-0}" != 1 ]]; then continue; fi
+  DEB_PACKAGES+=("$pkg")
+done < "$ROOT/scripts/debian-packages.txt"
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -41,8 +40,9 @@ fi
 
 # --- Python environment (LibTorch, converter, reference) ---------------------------
 REQ="$ROOT/scripts/requirements.txt"
+REQ_NODEPS="$ROOT/scripts/requirements-nodeps.txt"
 STAMP="$VENV/.groupvit-requirements"
-want="$(sha256sum "$REQ" | cut -d' ' -f1)"
+want="$(cat "$REQ" "$REQ_NODEPS" | sha256sum | cut -d' ' -f1)"
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating virtual environment $VENV"
   python3 -m venv "$VENV"
@@ -51,14 +51,45 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
   say "installing Python packages (torch wheel carries LibTorch; a few GB the first time)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -r "$REQ"
-  # Only the BPE vocabulary file inside this package is used; its training dependencies are not.
-  "$VENV/bin/python" -m pip install -q --no-deps open-clip-torch==3.3.0
+  # Only the BPE vocabulary file inside open-clip-torch is used; its training dependencies are not.
+  "$VENV/bin/python" -m pip install -q --no-deps -r "$REQ_NODEPS"
   echo "$want" > "$STAMP"
 else
   say "Python environment up to date"
 fi
 
 [[ "${GROUPVIT_SKIP_BUILD:-0}" == 1 ]] && exit 0
+
+# --- CUDA toolkit for configuring ---------------------------------------------------
+# The PyPI torch wheel is a CUDA build: its CMake config runs FindCUDA and enable_language(CUDA),
+# so configuring needs nvcc, headers and libraries even for a CPU-only machine. They come from the
+# CUDA wheels in requirements.txt (cuda-toolkit[nvcc,...], the version torch was built with), never
+# from a toolkit installed on the machine, so that every machine configures the same way.
+# The wheels ship only versioned libraries (libcudart.so.13) in nvidia/cu13; this folder adds the
+# unversioned names FindCUDA looks for.
+CUDA_WHEELS="$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13"))')"
+CUDA_ROOT="$VENV/cuda-toolkit"
+if [[ ! -f "$CUDA_ROOT/.complete" || "$(cat "$CUDA_ROOT/.complete")" != "$CUDA_WHEELS" ]]; then
+  say "assembling the CUDA toolkit from the wheels in $CUDA_ROOT"
+  rm -rf "$CUDA_ROOT" && mkdir -p "$CUDA_ROOT/lib"
+  for d in bin include nvvm; do ln -s "$CUDA_WHEELS/$d" "$CUDA_ROOT/$d"; done
+  for f in "$CUDA_WHEELS"/lib/*; do
+    name="$(basename "$f")"
+    ln -s "$f" "$CUDA_ROOT/lib/$name"
+    [[ "$name" == *.so.* && ! -e "$CUDA_ROOT/lib/${name%%.so.*}.so" ]] && ln -s "$f" "$CUDA_ROOT/lib/${name%%.so.*}.so"
+  done
+  ln -s lib "$CUDA_ROOT/lib64"
+  echo "$CUDA_WHEELS" > "$CUDA_ROOT/.complete"
+fi
+# An initial cache (cmake -C) that points every CMake project finding this torch at it
+# (scripts/sanitize.sh and test/install_example.sh too). -L: nvcc looks for libcudart_static.a
+# beside its own real location, where the wheels have no lib64.
+cat > "$CUDA_ROOT/torch-cuda.cmake" <<EOF
+set(CUDA_TOOLKIT_ROOT_DIR "$CUDA_ROOT" CACHE PATH "CUDA toolkit assembled from the wheels by scripts/setup.sh")
+set(CUDAToolkit_ROOT "$CUDA_ROOT" CACHE PATH "")
+set(CMAKE_CUDA_COMPILER "$CUDA_ROOT/bin/nvcc" CACHE FILEPATH "")
+set(CMAKE_CUDA_FLAGS "-L$CUDA_ROOT/lib" CACHE STRING "")
+EOF
 
 # --- configure + build -------------------------------------------------------------
 TORCH_PREFIX="$("$VENV/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
@@ -67,7 +98,7 @@ if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
   cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja \
     -DCMAKE_BUILD_TYPE="${GROUPVIT_BUILD_TYPE:-Release}" \
     -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
-    -DPython3_EXECUTABLE="$VENV/bin/python" \
+    -DPython3_EXECUTABLE="$VENV/bin/python" -C "$CUDA_ROOT/torch-cuda.cmake" \
     ${GROUPVIT_CMAKE_ARGS:-}
 fi
 say "building $BUILD_DIR with $JOBS jobs"
