@@ -100,19 +100,15 @@ int run_embed(const Common& c, const std::vector<std::string>& image_specs, cons
     write_file_atomic(output, j.dump() + "\n");
     summary["output"].push_back(output);
   } else {
-    // One array per .npy file: with both kinds, NAME.npy becomes NAME.image.npy and NAME.text.npy.
+    // One array per .npy file: with both kinds, NAME.npy becomes NAME.image.npy and NAME.text.npy,
+    // which belong together: both are written before either replaces an older one.
     const bool both = image_embeds.defined() && text_embeds.defined();
     const std::string stem = output.substr(0, output.size() - 4);
-    if (image_embeds.defined()) {
-      const std::string path = both ? stem + ".image.npy" : output;
-      write_file_atomic(path, npy_of(image_embeds));
-      summary["output"].push_back(path);
-    }
-    if (text_embeds.defined()) {
-      const std::string path = both ? stem + ".text.npy" : output;
-      write_file_atomic(path, npy_of(text_embeds));
-      summary["output"].push_back(path);
-    }
+    std::vector<std::pair<std::string, std::string>> files;
+    if (image_embeds.defined()) files.emplace_back(both ? stem + ".image.npy" : output, npy_of(image_embeds));
+    if (text_embeds.defined()) files.emplace_back(both ? stem + ".text.npy" : output, npy_of(text_embeds));
+    write_files_atomic(files);
+    for (const auto& file : files) summary["output"].push_back(file.first);
   }
   if (image_embeds.defined()) summary["image_embeds_shape"] = image_embeds.sizes().vec();
   if (text_embeds.defined()) summary["text_embeds_shape"] = text_embeds.sizes().vec();

@@ -10,6 +10,7 @@
 #include "work_queue.h"
 
 #include "groupvit/cuda_graph.h"
+#include "groupvit/directory_lock.h"
 #include "groupvit/image_io.h"
 #include "groupvit/nvlabs_segmentation.h"
 #include "groupvit/png_writer.h"
@@ -233,8 +234,12 @@ int run_segment(const Common& c, const SegmentOptions& o) {
   } catch (const OutputError& e) {
     throw OutputError("--output " + o.output + ": " + e.what(), e.error());
   }
-  const std::string suffix =
-      shard.count > 1 ? ".shard-" + std::to_string(shard.index) + "-of-" + std::to_string(shard.count) : "";
+  const std::string part =
+      shard.count > 1 ? "shard-" + std::to_string(shard.index) + "-of-" + std::to_string(shard.count) : "";
+  // Two runs into one directory would interleave results.jsonl and overwrite each other's outputs;
+  // the shards of one run share it (each has its own results file).
+  const groupvit::DirectoryLock lock(o.output, "groupvit segment", part);
+  const std::string suffix = part.empty() ? "" : "." + part;
   const std::string results_path = o.output + "/results" + suffix + ".jsonl";
   const std::string errors_path = o.output + "/errors" + suffix + ".jsonl";
   const std::string overlay_ext = "." + o.overlay_format;
@@ -426,7 +431,7 @@ int run_segment(const Common& c, const SegmentOptions& o) {
       ++processed;
       progress.update(processed, failed);
     } catch (const OutputError& e) {
-      if (e.output_unusable()) throw;  // every later image would fail the same way: stop
+      if (e.location_unusable()) throw;  // every later image would fail the same way: stop
       record_error(p, std::string("writing outputs: ") + e.what());
     } catch (const std::exception& e) {
       record_error(p, std::string("writing outputs: ") + e.what());

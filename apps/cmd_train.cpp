@@ -8,6 +8,9 @@
 #include "progress.h"
 
 #include "groupvit/allocator.h"
+#include "groupvit/atomic_file.h"
+#include "groupvit/checksums.h"
+#include "groupvit/directory_lock.h"
 #include "groupvit/image_io.h"
 #include "groupvit/image_preprocess.h"
 #include "groupvit/tokenizer_torch.h"
@@ -205,11 +208,10 @@ std::string preprocessor_json(const groupvit::ImagePreprocessConfig& p) {
       .dump(2);
 }
 
-void copy_file_atomic(const std::string& from, const std::string& to) {
-  std::ifstream in(from, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + from);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  write_file_atomic(to, bytes);
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 }  // namespace
@@ -293,7 +295,9 @@ int run_train(const Common& c, const TrainCliOptions& o) {
   const auto samples = read_captions(o.data);
 
   groupvit::Trainer trainer(model, o.train);
-  make_directories(o.output);
+  // Held until the command exits: a second train (or a converter) into the same directory would
+  // mix its checkpoints and weights with this run's.
+  const groupvit::DirectoryLock lock(o.output, "groupvit train");
   const std::string checkpoint = (fs::path(o.output) / kCheckpointFile).string();
   if (o.resume) {
     if (!file_exists(checkpoint)) throw UsageError("--resume: no " + checkpoint);
@@ -336,11 +340,17 @@ int run_train(const Common& c, const TrainCliOptions& o) {
   auto save_all = [&] {
     trainer.save_checkpoint(checkpoint);
     groupvit::save_model(*model, o.output, save_dtype);
+    // The rest of a model directory, recorded in its checksums.sha256 like the weights.
+    std::vector<groupvit::AtomicFile> files;
     for (const char* name : kTokenizerFiles) {
       const auto from = (fs::path(tokenizer_dir) / name).string();
-      if (file_exists(from)) copy_file_atomic(from, (fs::path(o.output) / name).string());
+      if (!file_exists(from)) continue;
+      files.emplace_back((fs::path(o.output) / name).string());
+      files.back().write(read_file(from));
     }
-    write_file_atomic((fs::path(o.output) / kPreprocessorFile).string(), preprocessor_json(prep));
+    files.emplace_back((fs::path(o.output) / kPreprocessorFile).string());
+    files.back().write(preprocessor_json(prep));
+    groupvit::commit_with_checksums(files);
   };
   json run = {{"data", o.data},
               {"samples", samples.size()},

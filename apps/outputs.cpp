@@ -9,7 +9,6 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -28,68 +27,9 @@ std::string errno_text() { return std::strerror(errno); }
 
 }  // namespace
 
-bool OutputError::output_unusable() const {
-  return error_ == ENOSPC || error_ == EDQUOT || error_ == EFBIG || error_ == EROFS || error_ == EIO;
-}
-
 bool file_exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-std::string parent_directory(const std::string& path) {
-  const auto slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-void make_directories(const std::string& dir) {
-  if (dir.empty() || dir == "." || dir == "/") return;
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode)) throw OutputError(dir + " exists and is not a directory", ENOTDIR);
-    return;
-  }
-  make_directories(parent_directory(dir));
-  if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST) fail("cannot create directory " + dir, errno);
-}
-
-void write_file_atomic(const std::string& path, const void* data, size_t size) {
-  try {
-    make_directories(parent_directory(path));
-  } catch (const OutputError& e) {
-    throw OutputError("cannot write " + path + ": " + e.what(), e.error());
-  }
-  // Unique per call, not only per process: writer threads may write the same path at once (two
-  // inputs with the same key), and a shared temporary would mix their bytes.
-  static std::atomic<uint64_t> serial{0};
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(serial++);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  if (fd < 0) fail("cannot write " + path + " (creating " + tmp + ")", errno);
-  const auto* p = static_cast<const char*>(data);
-  size_t left = size;
-  while (left > 0) {
-    const ssize_t n = ::write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int error = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("cannot write " + path, error);
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-  // close reports delayed write errors (e.g. on NFS); the file is renamed only once it is whole.
-  if (::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int error = errno;
-    ::unlink(tmp.c_str());
-    fail("cannot write " + path, error);
-  }
-}
-
-void write_file_atomic(const std::string& path, const std::string& text) {
-  write_file_atomic(path, text.data(), text.size());
 }
 
 LineAppender::LineAppender(const std::string& path, bool truncate) : path_(path) {

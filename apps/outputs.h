@@ -1,7 +1,8 @@
-// Output files of the CLI: atomic writes (temp file + rename, so a killed run never leaves a
-// half-written file), JSON-lines appends, .npy arrays, label maps and overlays.
+// Output files of the CLI: JSON-lines appends, .npy arrays, label maps and overlays. Whole files
+// are written with the library's atomic writes, so a killed run never leaves a half-written file.
 #pragma once
 
+#include "groupvit/atomic_file.h"
 #include "groupvit/rgb_image.h"
 
 #include <array>
@@ -12,27 +13,13 @@
 
 namespace groupvit_cli {
 
-// A failed write. `error` is the errno. Disk full (ENOSPC), quota (EDQUOT), file size limit
-// (EFBIG), read-only file system (EROFS) and I/O errors (EIO) mean the output location itself is
-// unusable: a batch run stops on them instead of failing every remaining image the same way.
-class OutputError : public std::runtime_error {
- public:
-  OutputError(const std::string& what, int error) : std::runtime_error(what), error_(error) {}
-  int error() const { return error_; }
-  bool output_unusable() const;
-
- private:
-  int error_;
-};
-
-// mkdir -p; throws OutputError naming the directory.
-void make_directories(const std::string& dir);
-std::string parent_directory(const std::string& path);
-
-// Writes to PATH.tmp-PID, then renames over PATH (creating parent directories); on failure the
-// temporary file is removed and OutputError names PATH and the reason.
-void write_file_atomic(const std::string& path, const void* data, size_t size);
-void write_file_atomic(const std::string& path, const std::string& text);
+// Failed writes are groupvit::FileError (errno, and whether the output location itself is
+// unusable); atomic writes are the library's (groupvit/atomic_file.h).
+using OutputError = groupvit::FileError;
+using groupvit::make_directories;
+using groupvit::parent_directory;
+using groupvit::write_file_atomic;
+using groupvit::write_files_atomic;
 
 // Appends one line (a trailing newline is added) with a single write(2) on an O_APPEND descriptor.
 // A write that fails part-way (disk full) is cut off again, so the file keeps complete lines only.

@@ -2,6 +2,8 @@
 // bit, transformers' center crop, and the float32 rescale/normalise arithmetic of its numpy code.
 #include "groupvit/image_preprocess.h"
 
+#include "groupvit/checksums.h"
+
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
@@ -351,6 +353,7 @@ ImagePreprocessConfig ImagePreprocessConfig::for_model_dir(const std::string& di
   const auto path = std::filesystem::path(dir) / "preprocessor_config.json";
   const bool present = std::filesystem::exists(path);
   if (used_default) *used_default = !present;
+  if (present) verify_checksum(dir, "preprocessor_config.json");
   return present ? from_file(path.string()) : clip_default();
 }
 

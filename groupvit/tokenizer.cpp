@@ -2,6 +2,8 @@
 // bpe_simple_vocab_16e6.txt.gz), the pre-tokenizer, the merge loop with its cache, and ids/padding.
 #include "groupvit/tokenizer.h"
 
+#include "groupvit/checksums.h"
+
 #include <zlib.h>
 
 #include <array>
@@ -402,13 +404,19 @@ ClipTokenizer ClipTokenizer::from_bpe_gz(const std::string& path) {
 
 ClipTokenizer ClipTokenizer::from_directory(const std::string& dir) {
   const fs::path root(dir);
-  const fs::path config = root / "tokenizer_config.json";
-  auto pad = [&] { return fs::exists(config) ? pad_token_from_config(config.string()) : std::string(kEosToken); };
+  // Each file is checked against the directory's checksums.sha256 (if it lists it) before it is read.
+  auto checked = [&](const char* name) {
+    verify_checksum(dir, name);
+    return (root / name).string();
+  };
+  auto pad = [&] {
+    return fs::exists(root / "tokenizer_config.json") ? pad_token_from_config(checked("tokenizer_config.json"))
+                                                      : std::string(kEosToken);
+  };
   if (fs::exists(root / "vocab.json") && fs::exists(root / "merges.txt"))
-    return from_vocab_merges((root / "vocab.json").string(), (root / "merges.txt").string(), pad());
-  if (fs::exists(root / "tokenizer.json")) return from_tokenizer_json((root / "tokenizer.json").string(), pad());
-  if (fs::exists(root / "bpe_simple_vocab_16e6.txt.gz"))
-    return from_bpe_gz((root / "bpe_simple_vocab_16e6.txt.gz").string());
+    return from_vocab_merges(checked("vocab.json"), checked("merges.txt"), pad());
+  if (fs::exists(root / "tokenizer.json")) return from_tokenizer_json(checked("tokenizer.json"), pad());
+  if (fs::exists(root / "bpe_simple_vocab_16e6.txt.gz")) return from_bpe_gz(checked("bpe_simple_vocab_16e6.txt.gz"));
   throw TokenizerError("no tokenizer in " + dir +
                        ": expected vocab.json + merges.txt or tokenizer.json (Hugging Face snapshot), or "
                        "bpe_simple_vocab_16e6.txt.gz (OpenAI)");

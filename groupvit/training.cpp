@@ -1,5 +1,8 @@
 #include "groupvit/training.h"
 
+#include "groupvit/atomic_file.h"
+#include "groupvit/checksums.h"
+
 #include <ATen/core/Generator.h>
 #include <ATen/Context.h>
 #include <nlohmann/json.hpp>
@@ -218,15 +221,23 @@ void Trainer::save_checkpoint(const std::string& path) const {
     std::lock_guard<std::mutex> lock(generator.mutex());
     archive.write("generator_state", generator.get_state());
   }
-  const std::string tmp = path + ".tmp";
-  archive.save_to(tmp);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error("cannot write checkpoint " + path);
-  }
+  // Streamed into an AtomicFile: two trainers saving into one directory never share a temporary,
+  // and the checkpoint's SHA-256 goes into the directory's checksums.sha256 (verified on resume).
+  std::vector<AtomicFile> files;
+  files.emplace_back(path);
+  auto& file = files.back();
+  archive.save_to([&file](const void* data, size_t size) {
+    file.write(data, size);
+    return size;
+  });
+  commit_with_checksums(files);
 }
 
 void Trainer::load_checkpoint(const std::string& path) {
+  // The archive's own checks miss damaged tensor data (it loads and trains on garbage).
+  const auto slash = path.rfind('/');
+  verify_checksum(parent_directory(path), slash == std::string::npos ? path : path.substr(slash + 1),
+                  /*required=*/true);
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path, model_->logit_scale.device());

@@ -88,10 +88,12 @@ class Trainer {
   const torch::Tensor& multi_label_logit_scale() const { return multi_label_logit_scale_; }
 
   // Everything needed to continue exactly: weights, optimizer moments, step, the options and the
-  // random generator state (Gumbel noise). Written to PATH.tmp, then renamed over PATH.
+  // random generator state (Gumbel noise). Written atomically and recorded in the directory's
+  // checksums.sha256 (groupvit/checksums.h).
   void save_checkpoint(const std::string& path) const;
-  // Throws std::runtime_error naming the file when it is unreadable or its options differ from
-  // this trainer's (other than `steps`, which may be extended).
+  // Throws ChecksumError when the file does not match its recorded SHA-256 (or none is recorded),
+  // std::runtime_error naming the file when it is unreadable or its options differ from this
+  // trainer's (other than `steps`, which may be extended).
   void load_checkpoint(const std::string& path);
 
  private:

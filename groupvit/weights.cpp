@@ -1,6 +1,8 @@
 // Weight files and model directories (see weights.h).
 #include "groupvit/weights.h"
 
+#include "groupvit/atomic_file.h"
+#include "groupvit/checksums.h"
 #include "groupvit/safetensors.h"
 
 #include <nlohmann/json.hpp>
@@ -293,8 +295,12 @@ GroupViTModel load_model(const std::string& dir, const LoadOptions& options) {
   const auto config_path = (fs::path(dir) / kConfigFile).string();
   if (!fs::is_directory(dir)) throw WeightsError(dir + ": not a model directory (no such directory)");
   if (!fs::exists(config_path)) throw WeightsError(dir + ": not a model directory (no " + kConfigFile + ")");
-  const auto config = GroupViTConfig::from_file(config_path);
   const auto weights_path = find_weights_file(dir);
+  // Checksums first, so that a damaged file is reported as damaged rather than as whatever
+  // parse error its bytes happen to cause.
+  verify_checksum(dir, kConfigFile);
+  verify_checksum(dir, fs::path(weights_path).filename().string());
+  const auto config = GroupViTConfig::from_file(config_path);
   // The file is checked first (its header, or the whole archive), so that a broken file is
   // reported as such; then its size against the config, before the model is allocated.
   const bool safetensors = ends_with(weights_path, ".safetensors");
@@ -329,28 +335,7 @@ std::string safetensors_dtype(torch::Dtype dtype, const std::string& name) {
   }
 }
 
-void write_bytes_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& parts) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    for (const auto& [data, size] : parts) out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
-    out.flush();
-    if (!out) {
-      out.close();
-      std::remove(tmp.c_str());
-      throw WeightsError("cannot write " + path + ": " + std::strerror(errno));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw WeightsError("cannot write " + path + ": " + why);
-  }
-}
-
-}  // namespace
-
-void write_safetensors_file(const std::string& path, const TensorMap& tensors) {
+void write_safetensors(AtomicFile& file, const TensorMap& tensors) {
   nlohmann::json header = {{"__metadata__", {{"format", "pt"}}}};
   std::vector<torch::Tensor> contiguous;
   uint64_t offset = 0;
@@ -367,9 +352,17 @@ void write_safetensors_file(const std::string& path, const TensorMap& tensors) {
   text.append((8 - text.size() % 8) % 8, ' ');  // the data section starts 8-byte aligned
   uint8_t length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
-  std::vector<std::pair<const void*, size_t>> parts = {{length, 8}, {text.data(), text.size()}};
-  for (const auto& t : contiguous) parts.emplace_back(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
-  write_bytes_atomic(path, parts);
+  file.write(length, 8);
+  file.write(text);
+  for (const auto& t : contiguous) file.write(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
+}
+
+}  // namespace
+
+void write_safetensors_file(const std::string& path, const TensorMap& tensors) {
+  AtomicFile file(path);
+  write_safetensors(file, tensors);
+  file.commit();
 }
 
 TensorMap state_dict(const torch::nn::Module& module) {
@@ -380,9 +373,6 @@ TensorMap state_dict(const torch::nn::Module& module) {
 }
 
 void save_model(const GroupViTModelImpl& model, const std::string& dir, torch::Dtype dtype) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw WeightsError("cannot create model directory " + dir + ": " + ec.message());
   TensorMap tensors = state_dict(model);
   for (auto& [name, t] : tensors) {
     // A counter, even where Module::to(dtype) has turned it into a float.
@@ -391,9 +381,12 @@ void save_model(const GroupViTModelImpl& model, const std::string& dir, torch::D
     else if (t.is_floating_point())
       t = t.detach().to(torch::kCPU, dtype);
   }
-  write_safetensors_file((fs::path(dir) / kSafetensorsFile).string(), tensors);
-  const auto config = model.config().to_json_string();
-  write_bytes_atomic((fs::path(dir) / kConfigFile).string(), {{config.data(), config.size()}});
+  std::vector<AtomicFile> files;
+  files.emplace_back((fs::path(dir) / kSafetensorsFile).string());
+  write_safetensors(files.back(), tensors);
+  files.emplace_back((fs::path(dir) / kConfigFile).string());
+  files.back().write(model.config().to_json_string());
+  commit_with_checksums(files);
 }
 
 }  // namespace groupvit

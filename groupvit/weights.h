@@ -56,19 +56,20 @@ std::string find_weights_file(const std::string& dir);
 void check_file_can_hold(const GroupViTConfig& config, const std::string& weights_path);
 
 // Reads config.json and the weights of a model directory; returns the model in eval mode on
-// the requested device and dtype.
+// the requested device and dtype. Files listed in the directory's checksums.sha256 are verified
+// first (ChecksumError names a damaged one).
 GroupViTModel load_model(const std::string& dir, const LoadOptions& options = {});
 
 // Writes `tensors` (CPU or not; float32/float16/bfloat16/int64) as a .safetensors file with
-// Hugging Face's "pt" metadata, through PATH.tmp and a rename, so a reader never sees half a file.
+// Hugging Face's "pt" metadata, atomically (groupvit/atomic_file.h): a reader never sees half a file.
 void write_safetensors_file(const std::string& path, const TensorMap& tensors);
 
 // The module's parameters and persistent buffers under their checkpoint names.
 TensorMap state_dict(const torch::nn::Module& module);
 
 // Writes a model directory that load_model (and transformers' from_pretrained) reads:
-// config.json and model.safetensors with floating-point tensors stored as `dtype`. Tokenizer and
-// preprocessor files are the caller's to add.
+// config.json and model.safetensors with floating-point tensors stored as `dtype`, recorded in
+// the directory's checksums.sha256. Tokenizer and preprocessor files are the caller's to add.
 void save_model(const GroupViTModelImpl& model, const std::string& dir, torch::Dtype dtype = torch::kFloat);
 
 }  // namespace groupvit

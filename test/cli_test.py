@@ -466,6 +466,62 @@ def test_disk_full():
         same_outputs(out, ref)
 
 
+def test_trust():
+    """Files the CLI writes: the umask's modes; a second segment into one output directory is refused
+    at once (naming the first) while the shards of one run share it; embed's pair of .npy files is
+    replaced together or not at all when a write fails."""
+    img = FIX / "images/chelsea.png"
+    for mask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        out = fresh(f"trust_umask{mask:03o}")
+        p = subprocess.run([BIN, *map(str, segment_args(img, out / "seg"))], capture_output=True, text=True,
+                           timeout=300, preexec_fn=lambda m=mask: os.umask(m))
+        assert p.returncode == 0, p.stderr
+        modes = {f.name: f.stat().st_mode & 0o777 for f in (out / "seg").iterdir()}
+        assert modes and all(m == mode for m in modes.values()), (mask, modes)
+        print(f"umask {mask:03o}: segment's files are {mode:o}: {sorted(modes)}")
+
+    src = many_inputs(40, "many_trust")
+    out = fresh("trust_lock")
+    first = subprocess.Popen([BIN, *map(str, segment_args(src, out))], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "results.jsonl").exists():
+        time.sleep(0.02)
+    p = run(*segment_args(src, out), expect=1)
+    assert "being written by another process" in p.stderr and f"pid={first.pid}" in p.stderr \
+        and "command=groupvit segment" in p.stderr, p.stderr
+    p2 = run(*segment_args(src, out, "--shard", "0/2"), expect=1)  # a shard cannot join an unsharded run
+    assert "being written by another process" in p2.stderr, p2.stderr
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert len(results(out / "results.jsonl")) == 40
+    print("a second segment into the same --output is refused:", p.stderr.strip())
+    shards = [subprocess.Popen([BIN, *map(str, segment_args(src, out / "sharded", "--shard", f"{i}/2"))],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for sp in shards:
+        assert sp.wait(timeout=300) == 0, sp.stderr.read()
+    assert sum(len(results(out / f"sharded/results.shard-{i}-of-2.jsonl")) for i in range(2)) == 40
+    print("the two shards of one run write into one directory side by side")
+
+    out = fresh("trust_embed")
+    run("embed", "--model", FIX / "model", "--image", img, "--text", "x", "--output", out / "p.npy")
+    old = {n: (out / n).read_bytes() for n in ("p.image.npy", "p.text.npy")}
+    texts = [f"text {i}" for i in range(8)]
+    run("embed", "--model", FIX / "model", "--text", *texts, "--output", out / "eight.npy")
+    # Between the sizes of the new image file (1 row) and the new text file (8 rows): the first fits, the second not.
+    limit = (len(old["p.image.npy"]) + (out / "eight.npy").stat().st_size) // 2
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    p = subprocess.run([BIN, "embed", "--model", FIX / "model", "--image", img, "--text", *texts,
+                        "--output", out / "p.npy"], capture_output=True, text=True, timeout=300, preexec_fn=limited)
+    assert p.returncode == 1 and "File too large" in p.stderr, (p.returncode, p.stderr)
+    assert {n: (out / n).read_bytes() for n in old} == old, "a failed embed replaced part of the pair"
+    assert not list(out.glob("*.tmp-*")), "temporary files left behind"
+    print("embed under a file size limit: exit 1, both old files kept:", p.stderr.strip())
+
+
 def main():
     global BIN, FIX, WORK
     BIN, FIX, WORK = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])

@@ -13,9 +13,13 @@ Cases:
            class never present) against an independent numpy confusion matrix; `eval --model`
            equals `segment` + `eval --predictions` on the same images
   errors   bad training data and options: clear messages, non-zero exit, nothing half written
+  trust    written files get the umask's modes; checksums.sha256 passes `sha256sum -c`; 64 flipped
+           bytes in a tensor of checkpoint.pt are refused by --resume, in model.safetensors by
+           loading; a second train into the same --output is refused at once, naming the first
 """
 import json
 import os
+import zipfile
 import shutil
 import signal
 import subprocess
@@ -259,10 +263,75 @@ def case_errors(binary, work):
     check(r.returncode != 0 and "none.txt" in r.stderr, "eval: a missing class list is named")
 
 
+def flip_bytes(path: Path, offset: int, count: int = 64):
+    data = bytearray(path.read_bytes())
+    for i in range(offset, offset + count):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def largest_member_data_offset(archive: Path) -> int:
+    """Where the bytes of the largest record (a tensor's storage) start inside a torch archive."""
+    with zipfile.ZipFile(archive) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)
+    with open(archive, "rb") as f:  # local header: 30 bytes, then name and extra field
+        f.seek(info.header_offset)
+        header = f.read(30)
+    return info.header_offset + 30 + int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little")
+
+
+def case_trust(binary, work):
+    data = dataset(work)
+    for mask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        out = work / f"umask{mask:03o}"
+        shutil.rmtree(out, ignore_errors=True)
+        run([binary, *train_args(data, out, steps=4), "--quiet"], preexec_fn=lambda m=mask: os.umask(m))
+        modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+        check(all(m == mode for m in modes.values()), f"umask {mask:03o}: every written file is {mode:o}: {modes}")
+    out = work / "umask022"
+    r = run(["sha256sum", "-c", "checksums.sha256"], cwd=out, check=False)
+    check(r.returncode == 0, "sha256sum -c passes on the written directory: " + r.stdout.strip())
+    listed = sorted(line.split("  ", 1)[1] for line in (out / "checksums.sha256").read_text().splitlines())
+    check({"checkpoint.pt", "config.json", "model.safetensors", "preprocessor_config.json", "vocab.json",
+           "merges.txt"} <= set(listed), f"checksums.sha256 lists the model files and the checkpoint: {listed}")
+
+    flipped = work / "flipped"
+    shutil.rmtree(flipped, ignore_errors=True)
+    shutil.copytree(out, flipped)
+    flip_bytes(flipped / "checkpoint.pt", largest_member_data_offset(flipped / "checkpoint.pt") + 128)
+    r = run([binary, *train_args(data, flipped, steps=8), "--resume", "--quiet"], check=False)
+    check(r.returncode == 1 and "checkpoint.pt" in r.stderr and "do not match" in r.stderr,
+          "--resume refuses a checkpoint with 64 flipped bytes: " + r.stderr.strip())
+    flip_bytes(flipped / "model.safetensors", (flipped / "model.safetensors").stat().st_size - 200)
+    r = run([binary, "info", "--model", flipped], check=False)
+    check(r.returncode == 1 and "model.safetensors" in r.stderr and "do not match" in r.stderr,
+          "loading refuses model.safetensors with 64 flipped bytes: " + r.stderr.strip())
+
+    # Two trains into one directory: the second is refused at once; the first finishes intact.
+    both = work / "both"
+    shutil.rmtree(both, ignore_errors=True)
+    first = subprocess.Popen([str(binary)] + [str(c) for c in train_args(data, both, steps=400)] + ["--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (both / "train_log.jsonl").exists():
+        time.sleep(0.05)
+    t = time.time()
+    r = run([binary, *train_args(data, both, steps=8), "--quiet"], check=False)
+    check(r.returncode == 1 and "being written by another process" in r.stderr and f"pid={first.pid}" in r.stderr
+          and time.time() - t < 60, "a second train into the same --output is refused naming the first: "
+          + r.stderr.strip())
+    first.send_signal(signal.SIGINT)  # ends the first early, with a checkpoint
+    first.communicate(timeout=300)
+    check(first.returncode == 130, f"the first train ends normally after SIGINT (exit {first.returncode})")
+    r = run(["sha256sum", "-c", "checksums.sha256"], cwd=both, check=False)
+    check(r.returncode == 0, "the first run's directory is intact (sha256sum -c): " + r.stdout.strip())
+
+
 def main():
     binary, work, case = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     work.mkdir(parents=True, exist_ok=True)
-    {"mini": case_mini, "resume": case_resume, "eval": case_eval, "errors": case_errors}[case](binary, work / case)
+    {"mini": case_mini, "resume": case_resume, "eval": case_eval, "errors": case_errors,
+     "trust": case_trust}[case](binary, work / case)
 
 
 if __name__ == "__main__":
