@@ -303,7 +303,7 @@ def case_trust(binary, work):
     check(r.returncode == 1 and "checkpoint.pt" in r.stderr and "do not match" in r.stderr,
           "--resume refuses a checkpoint with 64 flipped bytes: " + r.stderr.strip())
     flip_bytes(flipped / "model.safetensors", (flipped / "model.safetensors").stat().st_size - 200)
-    r = run([binary, "info", "--model", flipped], check=False)
+    r = run([binary, "embed", "--model", flipped, "--text", "red", "--output", work / "embed.json"], check=False)
     check(r.returncode == 1 and "model.safetensors" in r.stderr and "do not match" in r.stderr,
           "loading refuses model.safetensors with 64 flipped bytes: " + r.stderr.strip())
 
