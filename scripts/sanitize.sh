@@ -39,7 +39,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:alloc_dealloc_mismatch=0:hal
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export GROUPVIT_FIXTURES="$FIXTURES" GROUPVIT_SOURCE_DIR="$ROOT"
 status=0
-for tag in config safetensors model tokenizer image robust train; do
+for tag in config safetensors files model tokenizer image robust train; do
   t0=$(date +%s)
   if "$BUILD/test/groupvit_tests" "[$tag]" > "$BUILD/asan-$tag.log" 2>&1; then
     echo "[sanitize] [$tag] passed in $(( $(date +%s) - t0 )) s ($(grep -Eo 'All tests passed.*' "$BUILD/asan-$tag.log"))"

@@ -43,9 +43,16 @@ REQ="$ROOT/scripts/requirements.txt"
 REQ_NODEPS="$ROOT/scripts/requirements-nodeps.txt"
 STAMP="$VENV/.groupvit-requirements"
 want="$(cat "$REQ" "$REQ_NODEPS" | sha256sum | cut -d' ' -f1)"
+# Debian's Python (python3-venv brings it), never whichever python3 is first on PATH (a pyenv or
+# /usr/local one exists only on the machine it was installed on; scripts/check_deps.py refuses it).
+BASE_PYTHON=/usr/bin/python3
+if [[ -x "$VENV/bin/python" ]] && ! grep -qx "home = $(dirname "$BASE_PYTHON")" "$VENV/pyvenv.cfg"; then
+  say "recreating $VENV: it was made from another Python than $BASE_PYTHON"
+  rm -rf "$VENV"
+fi
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating virtual environment $VENV"
-  python3 -m venv "$VENV"
+  "$BASE_PYTHON" -m venv "$VENV"
 fi
 if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
   say "installing Python packages (torch wheel carries LibTorch; a few GB the first time)"
@@ -89,6 +96,9 @@ set(CUDA_TOOLKIT_ROOT_DIR "$CUDA_ROOT" CACHE PATH "CUDA toolkit assembled from t
 set(CUDAToolkit_ROOT "$CUDA_ROOT" CACHE PATH "")
 set(CMAKE_CUDA_COMPILER "$CUDA_ROOT/bin/nvcc" CACHE FILEPATH "")
 set(CMAKE_CUDA_FLAGS "-L$CUDA_ROOT/lib" CACHE STRING "")
+# FindCUDAToolkit falls back to /usr/local for what the wheels lack (libcuda's stub, culibos):
+# a toolkit installed there by hand must not be picked up, nothing of setup.sh's lives there.
+set(CMAKE_IGNORE_PREFIX_PATH "/usr/local" CACHE STRING "")
 EOF
 
 # --- configure + build -------------------------------------------------------------
