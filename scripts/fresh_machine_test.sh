@@ -10,7 +10,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="$(realpath -m "${1:-/tmp/groupvit-fresh-machine}")"
-STEPS="${GROUPVIT_FRESH_STEPS:-demo test}"
+STEPS="${GROUPVIT_FRESH_STEPS-demo test}"
 [[ $(id -u) -eq 0 ]] || { echo "fresh_machine_test.sh: needs root (debootstrap, chroot)" >&2; exit 2; }
 say() { printf '[fresh] %s\n' "$*"; }
 
@@ -37,7 +37,12 @@ rm -rf "$CHROOT/groupvit"
 git clone -q "$ROOT" "$CHROOT/groupvit"
 # git itself is what a user needs to get the repository; the image does not have it. The clone
 # is made outside, so nothing else is installed beyond what setup.sh does.
+# The network settings of the machine around it, as any machine of this workplace has them: name
+# servers, and the certificate authorities its HTTPS egress needs (pip's own bundle lacks them).
 cp /etc/resolv.conf "$CHROOT/etc/resolv.conf"
+mkdir -p "$CHROOT/etc/ssl/certs"
+[[ -f /etc/ssl/certs/ca-certificates.crt ]] && cp /etc/ssl/certs/ca-certificates.crt "$CHROOT/etc/ssl/certs/"
+[[ -f /etc/pip.conf ]] && cp /etc/pip.conf "$CHROOT/etc/pip.conf"
 
 mounts=()
 cleanup() { for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -l "${mounts[i]}" 2>/dev/null || true; done; }
