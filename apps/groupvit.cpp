@@ -29,6 +29,7 @@ using json = nlohmann::json;
 
 int run_info(const Common& c) {
   check_model_dir(c.model_dir);
+  groupvit::verify_model_files(c.model_dir);
   const auto config = groupvit::GroupViTConfig::from_file((fs::path(c.model_dir) / groupvit::kConfigFile).string());
   const auto weights = groupvit::find_weights_file(c.model_dir);
   // One read of the weights: checked against the config like load_model does, and the

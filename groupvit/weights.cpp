@@ -291,15 +291,17 @@ void check_file_can_hold(const GroupViTConfig& config, const std::string& weight
   }
 }
 
+void verify_model_files(const std::string& dir) {
+  verify_checksum(dir, kConfigFile);
+  verify_checksum(dir, fs::path(find_weights_file(dir)).filename().string());
+}
+
 GroupViTModel load_model(const std::string& dir, const LoadOptions& options) {
   const auto config_path = (fs::path(dir) / kConfigFile).string();
   if (!fs::is_directory(dir)) throw WeightsError(dir + ": not a model directory (no such directory)");
   if (!fs::exists(config_path)) throw WeightsError(dir + ": not a model directory (no " + kConfigFile + ")");
   const auto weights_path = find_weights_file(dir);
-  // Checksums first, so that a damaged file is reported as damaged rather than as whatever
-  // parse error its bytes happen to cause.
-  verify_checksum(dir, kConfigFile);
-  verify_checksum(dir, fs::path(weights_path).filename().string());
+  verify_model_files(dir);
   const auto config = GroupViTConfig::from_file(config_path);
   // The file is checked first (its header, or the whole archive), so that a broken file is
   // reported as such; then its size against the config, before the model is allocated.

@@ -55,6 +55,11 @@ std::string find_weights_file(const std::string& dir);
 // allocated instead of asking for terabytes. load_model calls it.
 void check_file_can_hold(const GroupViTConfig& config, const std::string& weights_path);
 
+// Checks config.json and the weights file against the directory's checksums.sha256 (when it
+// lists them; groupvit/checksums.h), so that a damaged file is reported as damaged rather than as
+// whatever parse error its bytes happen to cause. Throws ChecksumError naming the file.
+void verify_model_files(const std::string& dir);
+
 // Reads config.json and the weights of a model directory; returns the model in eval mode on
 // the requested device and dtype. Files listed in the directory's checksums.sha256 are verified
 // first (ChecksumError names a damaged one).

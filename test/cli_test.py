@@ -487,11 +487,14 @@ def test_trust():
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "results.jsonl").exists():
         time.sleep(0.02)
+    # Stopped, it still holds the lock: the refusals below do not race with it finishing.
+    first.send_signal(signal.SIGSTOP)
     p = run(*segment_args(src, out), expect=1)
     assert "being written by another process" in p.stderr and f"pid={first.pid}" in p.stderr \
         and "command=groupvit segment" in p.stderr, p.stderr
     p2 = run(*segment_args(src, out, "--shard", "0/2"), expect=1)  # a shard cannot join an unsharded run
     assert "being written by another process" in p2.stderr, p2.stderr
+    first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=300) == 0, first.stderr.read()
     assert len(results(out / "results.jsonl")) == 40
     print("a second segment into the same --output is refused:", p.stderr.strip())

@@ -14,13 +14,17 @@ for d in /usr/local/cuda* /opt/cuda /opt/nvidia; do
   [[ -d "$d" && ! -L "$d" ]] && hidden+=("$d")
 done
 echo "hiding: ${hidden[*]:-(no toolkit on this machine)}"
-ns=(unshare --mount)
-[[ $(id -u) -eq 0 ]] || ns=(unshare --mount --map-root-user)
+# A private mount namespace for the bind mounts; with nothing to hide (a machine without a toolkit,
+# e.g. scripts/fresh_machine_test.sh's chroot, where unshare cannot make / private), none is needed.
+ns=()
+if ((${#hidden[@]})); then
+  ns=(unshare --mount)
+  [[ $(id -u) -eq 0 ]] || ns=(unshare --mount --map-root-user)
+fi
 # shellcheck disable=SC2016  # expanded inside the namespace
 "${ns[@]}" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$WORK" bash -euo pipefail -c '
   WORK="$1" SOURCE_DIR="$2" TORCH_PREFIX="$3" INIT_CACHE="$4"; shift 4
-  mount --make-rprivate /
-  for d in "$@"; do mount --bind "$WORK/empty" "$d"; done
+  for d in "$@"; do mount --bind "$WORK/empty" "$d"; done  # unshare makes the mounts private
   if command -v nvcc || [[ -e /usr/local/cuda/bin/nvcc ]]; then echo "a system nvcc is still visible"; exit 1; fi
   cmake -S "$SOURCE_DIR" -B "$WORK/build" -G Ninja -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -C "$INIT_CACHE" \
     -DGROUPVIT_BUILD_TESTS=OFF -DGROUPVIT_BUILD_APPS=OFF > "$WORK/configure.log" 2>&1 \

@@ -306,6 +306,9 @@ def case_trust(binary, work):
     r = run([binary, "embed", "--model", flipped, "--text", "red", "--output", work / "embed.json"], check=False)
     check(r.returncode == 1 and "model.safetensors" in r.stderr and "do not match" in r.stderr,
           "loading refuses model.safetensors with 64 flipped bytes: " + r.stderr.strip())
+    r = run([binary, "info", "--model", flipped], check=False)
+    check(r.returncode == 1 and "model.safetensors" in r.stderr and "do not match" in r.stderr,
+          "info refuses it too: " + r.stderr.strip())
 
     # Two trains into one directory: the second is refused at once; the first finishes intact.
     both = work / "both"
@@ -315,12 +318,14 @@ def case_trust(binary, work):
     deadline = time.time() + 300
     while time.time() < deadline and not (both / "train_log.jsonl").exists():
         time.sleep(0.05)
+    first.send_signal(signal.SIGSTOP)  # stopped, it still holds the lock: no race with it finishing
     t = time.time()
     r = run([binary, *train_args(data, both, steps=8), "--quiet"], check=False)
     check(r.returncode == 1 and "being written by another process" in r.stderr and f"pid={first.pid}" in r.stderr
           and time.time() - t < 60, "a second train into the same --output is refused naming the first: "
           + r.stderr.strip())
-    first.send_signal(signal.SIGINT)  # ends the first early, with a checkpoint
+    first.send_signal(signal.SIGINT)  # ends the first early, with a checkpoint, once it runs again
+    first.send_signal(signal.SIGCONT)
     first.communicate(timeout=300)
     check(first.returncode == 130, f"the first train ends normally after SIGINT (exit {first.returncode})")
     r = run(["sha256sum", "-c", "checksums.sha256"], cwd=both, check=False)
