@@ -27,11 +27,6 @@ std::string errno_text() { return std::strerror(errno); }
 
 }  // namespace
 
-bool file_exists(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 LineAppender::LineAppender(const std::string& path, bool truncate) : path_(path) {
   make_directories(parent_directory(path));
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0666);

@@ -16,6 +16,7 @@ namespace groupvit_cli {
 // Failed writes are groupvit::FileError (errno, and whether the output location itself is
 // unusable); atomic writes are the library's (groupvit/atomic_file.h).
 using OutputError = groupvit::FileError;
+using groupvit::file_exists;
 using groupvit::make_directories;
 using groupvit::parent_directory;
 using groupvit::write_file_atomic;
@@ -51,6 +52,5 @@ std::vector<uint8_t> overlay_image(const groupvit::RgbImage& image, const std::v
                                    const std::vector<std::string>& names,
                                    const std::vector<std::array<uint8_t, 3>>& palette, const std::string& ext);
 
-bool file_exists(const std::string& path);
 
 }  // namespace groupvit_cli

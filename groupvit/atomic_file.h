@@ -79,5 +79,7 @@ void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& 
 // mkdir -p with the umask's permissions; throws FileError naming the directory.
 void make_directories(const std::string& dir);
 std::string parent_directory(const std::string& path);
+std::string file_name(const std::string& path);  // the part after the last '/'
+bool file_exists(const std::string& path);        // a regular file (or a link to one)
 
 }  // namespace groupvit

@@ -2,7 +2,6 @@
 #include "groupvit/checksums.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,11 +18,6 @@ namespace {
 using Entry = std::pair<std::string, std::string>;  // (name, hex digest); sorted by name, then digest
 
 std::string join(const std::string& dir, const std::string& name) { return dir + "/" + name; }
-
-bool is_regular_file(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
 
 bool is_hex_digest(const std::string& s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
@@ -57,11 +51,6 @@ void write_manifest(const std::string& dir, const std::set<Entry>& entries) {
   std::string text;
   for (const auto& [name, digest] : entries) text += digest + "  " + name + "\n";
   write_file_atomic(join(dir, kChecksumFile), text);
-}
-
-std::string file_name(const std::string& path) {
-  const auto slash = path.rfind('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
 }  // namespace
@@ -103,7 +92,7 @@ void commit_with_checksums(std::vector<AtomicFile>& files) {
   std::set<Entry> current;
   for (const auto& [name, digest] : entries) {
     if (replaced.count(name)) continue;
-    if (is_regular_file(join(dir, name))) current.emplace(name, digest);
+    if (file_exists(join(dir, name))) current.emplace(name, digest);
   }
   for (auto& file : files) current.emplace(file_name(file.path()), file.sha256());
   write_manifest(dir, current);

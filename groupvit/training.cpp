@@ -235,9 +235,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
 
 void Trainer::load_checkpoint(const std::string& path) {
   // The archive's own checks miss damaged tensor data (it loads and trains on garbage).
-  const auto slash = path.rfind('/');
-  verify_checksum(parent_directory(path), slash == std::string::npos ? path : path.substr(slash + 1),
-                  /*required=*/true);
+  verify_checksum(parent_directory(path), file_name(path), /*required=*/true);
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path, model_->logit_scale.device());

@@ -27,7 +27,7 @@ allowed. A path no package owns (/usr/local, /opt, a pyenv Python, a hand-instal
 is a violation too.
 
 Allowed packages = BASE + closure(SETUP):
-  SETUP  the packages in scripts/debian-packages.txt (first word of each non-comment line);
+  SETUP  the packages scripts/setup.sh installs, as `setup.sh --list-debian-packages` prints them;
   BASE   the installed packages whose Priority is `required` plus their closure. That is the set
          every Debian 12 system has: debootstrap's minbase variant, which the official debian:12
          container image is made with, installs exactly the `required` packages (apt among them).
@@ -90,8 +90,9 @@ class UsageError(Exception):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--build-dir", required=True, help="a configured and built CMake/Ninja build folder")
-    parser.add_argument("--debian-packages", default=os.path.join(ROOT, "scripts", "debian-packages.txt"),
-                        help="the Debian packages scripts/setup.sh installs (default: %(default)s)")
+    parser.add_argument("--debian-packages",
+                        help="a file listing the allowed Debian packages, one a line (default: what "
+                             "`scripts/setup.sh --list-debian-packages` prints)")
     parser.add_argument("--requirements", action="append",
                         help="a pip requirements file, dependencies followed; may be repeated "
                              "(default: scripts/requirements.txt)")
@@ -187,13 +188,22 @@ def base_packages(packages):
     return dependency_closure([n for n, p in packages.items() if p.priority == "required"], packages)
 
 
-def read_package_list(path):
-    """scripts/debian-packages.txt: the first word of each line; `#` starts a comment."""
+SETUP_SCRIPT = os.path.join(ROOT, "scripts", "setup.sh")
+
+
+def read_package_list(path=None):
+    """The Debian packages setup.sh installs (it prints its own list), or those of a file: the first
+    word of each line, `#` starting a comment."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = [line.split("#", 1)[0].split() for line in f]
-    except OSError as e:
+        if path is None:
+            text = subprocess.run(["bash", SETUP_SCRIPT, "--list-debian-packages"], capture_output=True, text=True,
+                                  check=True).stdout
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+    except (OSError, subprocess.CalledProcessError) as e:
         raise UsageError(f"cannot read the Debian package list: {e}")
+    lines = [line.split("#", 1)[0].split() for line in text.splitlines()]
     return [words[0] for words in lines if words]
 
 
@@ -469,7 +479,7 @@ def debian_report(args):
         "paths_examined": len({p for found in sources.values() for p in found}),
         "paths_by_source": {name: len(found) for name, found in sources.items()},
         "files_and_links_checked": checked,
-        "package_list": args.debian_packages,
+        "package_list": args.debian_packages or SETUP_SCRIPT + " --list-debian-packages",
         "listed_not_installed": sorted(p for p in setup if p not in packages),
         "base_packages": len(base),
         "packages_used": {p: {"files": n, "allowed_as": allowed_as(p)} for p, n in sorted(used_packages.items())},

@@ -3,6 +3,7 @@
 # reuses what is there, so a warm machine pays only for what changed.
 #
 #   scripts/setup.sh            Debian packages, the Python environment, configure + build
+#   scripts/setup.sh --list-debian-packages   print the Debian packages it installs (all stages)
 #   GROUPVIT_BUILD_DIR=...      build folder (default: build)
 #   GROUPVIT_JOBS=N             parallel compile jobs (default: nproc)
 #   GROUPVIT_SKIP_BUILD=1       stop after installing dependencies
@@ -18,13 +19,27 @@ VENV="$ROOT/.venv"
 say() { printf '[setup] %s\n' "$*"; }
 
 # --- Debian packages ---------------------------------------------------------------
-# scripts/debian-packages.txt lists them (scripts/check_deps.py checks the build uses nothing else).
-DEB_PACKAGES=()
-while read -r pkg condition _; do
-  [[ -z "$pkg" || "$pkg" == \#* ]] && continue
-  if [[ "$condition" == fuzz && "${CI:-}" != true && "${GROUPVIT_FUZZ:-0}" != 1 ]]; then continue; fi
-  DEB_PACKAGES+=("$pkg")
-done < "$ROOT/scripts/debian-packages.txt"
+# scripts/check_deps.py checks that the build uses nothing else (setup.sh --list-debian-packages).
+DEB_PACKAGES=(
+  # toolchain and build tools
+  build-essential cmake ninja-build ccache pkg-config python3-venv
+  # the core: header-only JSON, Unicode classes/NFC, zlib (the CLIP vocabulary is gzipped),
+  # SHA-256 for checksums.sha256 (OpenSSL's libcrypto)
+  nlohmann-json3-dev libutf8proc-dev zlib1g-dev libssl-dev
+  # the CLI and the tests
+  libcli11-dev catch2
+  # image decoding: OpenCV's split packages (found by cmake/GroupViTOpenCV.cmake; libopencv-dev
+  # would bring about 145 more packages) and libwebp for the WebP header check
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libwebp-dev)
+# The libFuzzer targets (scripts/fuzz.sh) need clang and its fuzzer runtime; CI runs them.
+FUZZ_PACKAGES=(clang libclang-rt-dev)
+if [[ "${1:-}" == --list-debian-packages ]]; then
+  printf '%s\n' "${DEB_PACKAGES[@]}" "${FUZZ_PACKAGES[@]}"
+  exit 0
+fi
+if [[ "${CI:-}" == true || "${GROUPVIT_FUZZ:-0}" == 1 ]]; then
+  DEB_PACKAGES+=("${FUZZ_PACKAGES[@]}")
+fi
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -70,7 +85,7 @@ fi
 # --- CUDA toolkit for configuring ---------------------------------------------------
 # The PyPI torch wheel is a CUDA build: its CMake config runs FindCUDA and enable_language(CUDA),
 # so configuring needs nvcc, headers and libraries even for a CPU-only machine. They come from the
-# CUDA wheels in requirements.txt (cuda-toolkit[nvcc,...], the version torch was built with), never
+# CUDA wheels in requirements.txt (nvidia-cuda-nvcc and friends, the version torch was built with), never
 # from a toolkit installed on the machine, so that every machine configures the same way.
 # The wheels ship only versioned libraries (libcudart.so.13) in nvidia/cu13; this folder adds the
 # unversioned names FindCUDA looks for.
@@ -96,8 +111,9 @@ set(CUDA_TOOLKIT_ROOT_DIR "$CUDA_ROOT" CACHE PATH "CUDA toolkit assembled from t
 set(CUDAToolkit_ROOT "$CUDA_ROOT" CACHE PATH "")
 set(CMAKE_CUDA_COMPILER "$CUDA_ROOT/bin/nvcc" CACHE FILEPATH "")
 set(CMAKE_CUDA_FLAGS "-L$CUDA_ROOT/lib" CACHE STRING "")
-# FindCUDAToolkit falls back to /usr/local for what the wheels lack (libcuda's stub, culibos):
-# a toolkit installed there by hand must not be picked up, nothing of setup.sh's lives there.
+# FindCUDAToolkit falls back to /usr/local for what the wheels lack (the driver's link-time
+# libcuda.so, culibos): a toolkit installed there by hand must not be picked up, and nothing
+# setup.sh installs lives there.
 set(CMAKE_IGNORE_PREFIX_PATH "/usr/local" CACHE STRING "")
 EOF
 

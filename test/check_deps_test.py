@@ -27,7 +27,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECK = os.path.join(ROOT, "scripts", "check_deps.py")
-DEBIAN_LIST = os.path.join(ROOT, "scripts", "debian-packages.txt")
+SETUP_SCRIPT = os.path.join(ROOT, "scripts", "setup.sh")
 REQUIREMENTS = os.path.join(ROOT, "scripts", "requirements.txt")
 VENV = os.path.join(ROOT, ".venv")
 NODEPS_REQUIREMENTS = os.path.join(ROOT, "scripts", "requirements-nodeps.txt")
@@ -63,11 +63,17 @@ def provides(package):
     return set(re.findall(r"[a-z0-9][a-z0-9+.-]+", re.sub(r"\(.*?\)", "", out)))
 
 
+def setup_packages():
+    """The Debian packages scripts/setup.sh installs, as it prints them."""
+    return subprocess.run(["bash", SETUP_SCRIPT, "--list-debian-packages"], capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
 def pick_debian_package(used):
     """A package named in the list that no installed package depends on (once dropped from the list,
     nothing else can make it allowed); of those, the one the build uses most files of (headers)."""
     depended = depended_on_debian()
-    listed = [line.split()[0] for line in open(DEBIAN_LIST) if line.split() and not line.startswith("#")]
+    listed = setup_packages()
     candidates = [p for p in listed if p in used and p not in depended and not provides(p) & depended]
     return max(candidates, key=lambda p: used[p]["files"], default=None)
 
@@ -133,7 +139,7 @@ def test_missing_debian_package(build_dir, used):
         return
     files = set(subprocess.run(["dpkg", "-L", package], capture_output=True, text=True).stdout.split())
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as short_list:
-        short_list.writelines(line for line in open(DEBIAN_LIST) if line.split()[:1] != [package])
+        short_list.writelines(p + "\n" for p in setup_packages() if p != package)
         short_list.flush()
         rc, output = check(build_dir, "--debian-packages", short_list.name)
     named = [line for line in output.splitlines()
