@@ -6,10 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "groupvit/allocator.h"
-#include "groupvit/nvlabs_segmentation.h"
-#include "groupvit/prompt_templates.h"
-#include "groupvit/tokenizer_torch.h"
+#include "groupvit/runtime/allocator.h"
+#include "groupvit/segment/nvlabs_segmentation.h"
+#include "groupvit/text/prompt_templates.h"
+#include "groupvit/preprocess/tokenizer_torch.h"
 
 #include <csignal>
 #include <fstream>
@@ -88,7 +88,7 @@ groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out) {
   if (device_out) *device_out = device;
   auto model = groupvit::load_model(c.model_dir, lo);
   // After the load, so its temporary buffers are not kept: repeated forwards then reuse their
-  // activation memory instead of page-faulting it in again (groupvit/allocator.h).
+  // activation memory instead of page-faulting it in again (groupvit/runtime/allocator.h).
   groupvit::keep_freed_memory_for_reuse();
   return model;
 }

@@ -2,10 +2,10 @@
 // with clear errors, signal handling for batch runs, and the documented exit codes.
 #pragma once
 
-#include "groupvit/image_preprocess.h"
-#include "groupvit/nvlabs_segmentation.h"
-#include "groupvit/training.h"
-#include "groupvit/weights.h"
+#include "groupvit/preprocess/image_preprocess.h"
+#include "groupvit/segment/nvlabs_segmentation.h"
+#include "groupvit/train/training.h"
+#include "groupvit/model/weights.h"
 
 #include <CLI/CLI.hpp>
 

@@ -5,8 +5,8 @@
 #include "inputs.h"
 #include "outputs.h"
 
-#include "groupvit/image_io.h"
-#include "groupvit/tokenizer_torch.h"
+#include "groupvit/image/image_io.h"
+#include "groupvit/preprocess/tokenizer_torch.h"
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>

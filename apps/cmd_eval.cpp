@@ -8,8 +8,8 @@
 #include "outputs.h"
 #include "progress.h"
 
-#include "groupvit/image_io.h"
-#include "groupvit/png_reader.h"
+#include "groupvit/image/image_io.h"
+#include "groupvit/formats/png_reader.h"
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>

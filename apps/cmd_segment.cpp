@@ -9,14 +9,14 @@
 #include "progress.h"
 #include "work_queue.h"
 
-#include "groupvit/cuda_graph.h"
-#include "groupvit/directory_lock.h"
-#include "groupvit/image_io.h"
-#include "groupvit/nvlabs_segmentation.h"
-#include "groupvit/png_writer.h"
-#include "groupvit/prompt_templates.h"
-#include "groupvit/tokenizer_torch.h"
-#include "groupvit/tokenizer_unicode.h"
+#include "groupvit/runtime/cuda_graph.h"
+#include "groupvit/formats/directory_lock.h"
+#include "groupvit/image/image_io.h"
+#include "groupvit/segment/nvlabs_segmentation.h"
+#include "groupvit/formats/png_writer.h"
+#include "groupvit/text/prompt_templates.h"
+#include "groupvit/preprocess/tokenizer_torch.h"
+#include "groupvit/text/tokenizer_unicode.h"
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>

@@ -7,15 +7,15 @@
 #include "outputs.h"
 #include "progress.h"
 
-#include "groupvit/allocator.h"
-#include "groupvit/atomic_file.h"
-#include "groupvit/checksums.h"
-#include "groupvit/directory_lock.h"
-#include "groupvit/image_io.h"
-#include "groupvit/image_preprocess.h"
-#include "groupvit/tokenizer_torch.h"
-#include "groupvit/training.h"
-#include "groupvit/weights.h"
+#include "groupvit/runtime/allocator.h"
+#include "groupvit/formats/atomic_file.h"
+#include "groupvit/formats/checksums.h"
+#include "groupvit/formats/directory_lock.h"
+#include "groupvit/image/image_io.h"
+#include "groupvit/preprocess/image_preprocess.h"
+#include "groupvit/preprocess/tokenizer_torch.h"
+#include "groupvit/train/training.h"
+#include "groupvit/model/weights.h"
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>

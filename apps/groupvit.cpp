@@ -5,11 +5,11 @@
 #include "cli_common.h"
 #include "inputs.h"
 
-#include "groupvit/image_io.h"
-#include "groupvit/image_preprocess.h"
-#include "groupvit/tokenizer_torch.h"
+#include "groupvit/image/image_io.h"
+#include "groupvit/preprocess/image_preprocess.h"
+#include "groupvit/preprocess/tokenizer_torch.h"
 #include "groupvit/version.h"
-#include "groupvit/weights.h"
+#include "groupvit/model/weights.h"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>

@@ -2,8 +2,8 @@
 // are written with the library's atomic writes, so a killed run never leaves a half-written file.
 #pragma once
 
-#include "groupvit/atomic_file.h"
-#include "groupvit/rgb_image.h"
+#include "groupvit/formats/atomic_file.h"
+#include "groupvit/preprocess/rgb_image.h"
 
 #include <array>
 #include <cstdint>
@@ -14,7 +14,7 @@
 namespace groupvit_cli {
 
 // Failed writes are groupvit::FileError (errno, and whether the output location itself is
-// unusable); atomic writes are the library's (groupvit/atomic_file.h).
+// unusable); atomic writes are the library's (groupvit/formats/atomic_file.h).
 using OutputError = groupvit::FileError;
 using groupvit::file_exists;
 using groupvit::make_directories;

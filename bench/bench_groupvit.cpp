@@ -5,11 +5,11 @@
 //                  [--rows image_fp32_b1,...] [--only-load] [--profile image_fp32_b1|image_fp32_b32]
 // --profile records the LibTorch profiler's CPU events over the timed runs of one row and prints
 // each operator's self time instead of the table rows (bench/profile_report.py compares both sides).
-#include "groupvit/allocator.h"
-#include "groupvit/cuda_graph.h"
+#include "groupvit/runtime/allocator.h"
+#include "groupvit/runtime/cuda_graph.h"
 #include "groupvit/groupvit.h"
-#include "groupvit/nvlabs_segmentation.h"
-#include "groupvit/png_writer.h"
+#include "groupvit/segment/nvlabs_segmentation.h"
+#include "groupvit/formats/png_writer.h"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
       std::cout << out.dump(1) << "\n";
       return 0;
     }
-    // What the CLI does after loading (groupvit/allocator.h).
+    // What the CLI does after loading (groupvit/runtime/allocator.h).
     out["keep_freed_memory_for_reuse"] = !system_malloc && groupvit::keep_freed_memory_for_reuse();
 
     std::set<std::string> rows;
@@ -292,7 +292,7 @@ int main(int argc, char** argv) {
           cuda);
     }
     // Throughput at a GPU batch: image features and Hugging Face-style segmentation (labels of
-    // 6 classes), each eager and through CUDA graphs (groupvit/cuda_graph.h), in fp16 and bf16
+    // 6 classes), each eager and through CUDA graphs (groupvit/runtime/cuda_graph.h), in fp16 and bf16
     // (fp32 only when named). bench_reference.py --gpu-rows times transformers on the same rows.
     const std::vector<std::pair<std::string, torch::Dtype>> gpu_dtypes = {
         {"fp16", torch::kHalf}, {"bf16", torch::kBFloat16}, {"fp32", torch::kFloat}};

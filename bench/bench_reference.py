@@ -7,7 +7,7 @@ works): the same rows, inputs, weights and thread count as bench/bench_groupvit.
                              [--gpu-rows [--device cuda] [--gpu-batch 64] [--gpu-dtypes fp16,bf16]]
 --profile prints each operator's self CPU time over the timed runs of one row (torch.profiler),
 like bench_groupvit --profile. --keep-freed-memory applies the malloc setting the C++ CLI uses
-(groupvit/allocator.h) to this process after loading, to show what it is worth on each side.
+(groupvit/runtime/allocator.h) to this process after loading, to show what it is worth on each side.
 """
 import argparse
 import ctypes

@@ -17,7 +17,7 @@ from report import machine_of
 # Operator kinds, first match wins. Self times: a wrapper such as aten::linear or aten::matmul only
 # counts its own dispatch, the kernels it calls count under their own names.
 KINDS = [
-    # mkldnn::_linear_pointwise: our batched Linear layers on oneDNN (groupvit/layers.h), GELU fused in.
+    # mkldnn::_linear_pointwise: our batched Linear layers on oneDNN (groupvit/model/layers.h), GELU fused in.
     ("matrix multiply (addmm, mm, bmm, convolution, oneDNN linear)",
      ("aten::addmm", "aten::mm", "aten::bmm", "aten::mkldnn_convolution", "aten::convolution", "aten::_convolution",
       "mkldnn::_linear_pointwise")),

@@ -59,7 +59,7 @@ def allocator_section(work, cpp, ref):
     lines = ["", "## The allocator setting", "",
              "Ours runs with `groupvit::keep_freed_memory_for_reuse()` (what the CLI does after loading: glibc keeps "
              "freed blocks up to 1 GiB in the heap instead of mmapping and page-faulting large activations on every "
-             "forward; groupvit/allocator.h). The same image rows with and without it on each side (the reference "
+             "forward; groupvit/runtime/allocator.h). The same image rows with and without it on each side (the reference "
              "sets it through ctypes), from separate processes run right after the table's:", "",
              "| row | ours | ours, system malloc | reference | reference with the setting |", "|---|---|---|---|---|"]
     for key in ("image_fp32_b1", "image_fp32_b32"):

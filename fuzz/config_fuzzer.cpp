@@ -1,5 +1,5 @@
 // Fuzzes the config.json reader: any text must give a valid config or a ConfigError.
-#include "groupvit/config.h"
+#include "groupvit/formats/config.h"
 
 #include <cstddef>
 #include <cstdint>

@@ -1,6 +1,6 @@
 // Fuzzes image decoding (OpenCV behind our format checks, size limit and EXIF handling): any
 // bytes give an RGB image or an ImageError, never a crash or an unbounded allocation.
-#include "groupvit/image_io.h"
+#include "groupvit/image/image_io.h"
 
 #include <cstddef>
 #include <cstdint>

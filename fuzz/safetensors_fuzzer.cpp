@@ -1,5 +1,5 @@
 // Fuzzes the safetensors header parser: any bytes must give a header or a FormatError.
-#include "groupvit/safetensors.h"
+#include "groupvit/formats/safetensors.h"
 
 #include <cstddef>
 #include <cstdint>

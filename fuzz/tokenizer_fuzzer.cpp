@@ -1,7 +1,7 @@
 // Fuzzes the CLIP tokenizer with arbitrary bytes: ids or a TokenizerError (invalid UTF-8),
 // never a crash; truncated encodings keep BOS first and EOS last. The vocabulary comes from
 // GROUPVIT_BPE (scripts/fuzz.sh sets it to open_clip's bpe_simple_vocab_16e6.txt.gz).
-#include "groupvit/tokenizer.h"
+#include "groupvit/text/tokenizer.h"
 
 #include <cstddef>
 #include <cstdint>

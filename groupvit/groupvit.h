@@ -1,7 +1,7 @@
 // groupvit: GroupViT in C++ on LibTorch. This header is the public API: load a model
 // directory, encode texts and images, and get embeddings, similarity logits and segmentation
 // as torch::Tensors. Image *decoding* (files, cv::Mat) is the separate target groupvit::image,
-// declared in groupvit/image.h; everything here works with tensors and needs no OpenCV.
+// declared in groupvit/image/image.h; everything here works with tensors and needs no OpenCV.
 //
 // Thread safety: a GroupViT object holds no global state. Its const methods (tokenize,
 // preprocess, the encoders, similarity, segmentation) may be called from several threads at
@@ -10,13 +10,13 @@
 // and preprocessing config are immutable and cheap to copy.
 #pragma once
 
-#include "groupvit/image_preprocess.h"
-#include "groupvit/model.h"
-#include "groupvit/nvlabs_segmentation.h"
-#include "groupvit/prompt_templates.h"
-#include "groupvit/tokenizer_torch.h"
+#include "groupvit/preprocess/image_preprocess.h"
+#include "groupvit/model/model.h"
+#include "groupvit/segment/nvlabs_segmentation.h"
+#include "groupvit/text/prompt_templates.h"
+#include "groupvit/preprocess/tokenizer_torch.h"
 #include "groupvit/version.h"
-#include "groupvit/weights.h"
+#include "groupvit/model/weights.h"
 
 #include <string>
 #include <vector>

@@ -133,7 +133,7 @@ CONTROLS = ["\x00", "a\x00b", "\x00\x00\x00", "\x7f", "\x1b[31mred\x1b[0m", "\x0
 NUMBERS = ["3.14159", "1,000,000", "2023-01-01", "v1.2.3", "½ ¾ ² ³", "Ⅻ ⅻ", "٣ ४ ৫ ๖", "１２３", "42nd",
            "0x1F", "1e-10", "⑩ ⒈", "𝟙𝟚𝟛", "00000000000000000000", "1st 2nd 3rd 4th", "-7", "+7", "7%",
            "$19.99", "€5", "¥1000", "10:30pm", "555-1234", "𐄇 𒐀"]
-# Characters where the reference's Unicode tables differ from utf8proc 2.8 (see groupvit/tokenizer_unicode.cpp).
+# Characters where the reference's Unicode tables differ from utf8proc 2.8 (see groupvit/text/tokenizer_unicode.cpp).
 UNICODE_SKEW = ["\U000105c0\U000105c1x", "a\U00016d40b", "\U00010d40\U00010d41", "x\u1c89y", "\ua7cb\ua7dc",
                 "\U00010d50\U00010d65", "\U00016ea0\U00016eb8", "\ua7ce\ua7d2\ua7d4", "\U00011935\U00011930",
                 "\U00011938", "\U00016d67\U00016d67", "\U0001611e\U0001611e", "a\u0345\u07fd", "a\u07fd\u0334",

@@ -1,10 +1,10 @@
-// The public facade (groupvit/groupvit.h, groupvit/image.h): same numbers as the model and the
+// The public facade (groupvit/groupvit.h, groupvit/image/image.h): same numbers as the model and the
 // reference fixtures, frames from tensors and cv::Mat.
 #include "test_support.h"
 
 #include "groupvit/groupvit.h"
 #ifdef GROUPVIT_HAVE_OPENCV
-#include "groupvit/image.h"
+#include "groupvit/image/image.h"
 
 #include <opencv2/core.hpp>
 #endif

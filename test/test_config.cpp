@@ -1,5 +1,5 @@
 // GroupViTConfig: Hugging Face defaults, legacy keys, and clear errors for bad values.
-#include "groupvit/config.h"
+#include "groupvit/formats/config.h"
 
 #include <catch2/catch.hpp>
 

@@ -1,8 +1,8 @@
 // Durable files: atomic writes (modes, failures, files written together), checksums.sha256 and
 // directory locks. The checksum format is checked against coreutils' sha256sum, its reference.
-#include "groupvit/atomic_file.h"
-#include "groupvit/checksums.h"
-#include "groupvit/directory_lock.h"
+#include "groupvit/formats/atomic_file.h"
+#include "groupvit/formats/checksums.h"
+#include "groupvit/formats/directory_lock.h"
 
 #include <catch2/catch.hpp>
 

@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "groupvit/image_io.h"
-#include "groupvit/image_preprocess.h"
+#include "groupvit/image/image_io.h"
+#include "groupvit/preprocess/image_preprocess.h"
 #include "test_support.h"
 
 namespace {

@@ -2,12 +2,12 @@
 // batch-statistics BatchNorm, backward), dtypes, input validation and loader errors.
 #include "test_support.h"
 
-#include "groupvit/allocator.h"
-#include "groupvit/cuda_graph.h"
-#include "groupvit/layers.h"
-#include "groupvit/model.h"
-#include "groupvit/vision_model.h"
-#include "groupvit/weights.h"
+#include "groupvit/runtime/allocator.h"
+#include "groupvit/runtime/cuda_graph.h"
+#include "groupvit/model/layers.h"
+#include "groupvit/model/model.h"
+#include "groupvit/model/vision_model.h"
+#include "groupvit/model/weights.h"
 
 #include <ATen/record_function.h>
 #include <catch2/catch.hpp>

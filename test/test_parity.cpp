@@ -16,8 +16,8 @@
 // reference's is reported with its stage, image, token and the reference's top-1/top-2 margin.
 #include "test_support.h"
 
-#include "groupvit/model.h"
-#include "groupvit/weights.h"
+#include "groupvit/model/model.h"
+#include "groupvit/model/weights.h"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>

@@ -4,13 +4,13 @@
 // must end in one exception that names the file and the problem; a crash fails the suite.
 #include "test_support.h"
 
-#include "groupvit/config.h"
-#include "groupvit/model.h"
-#include "groupvit/safetensors.h"
-#include "groupvit/tokenizer.h"
-#include "groupvit/weights.h"
+#include "groupvit/formats/config.h"
+#include "groupvit/model/model.h"
+#include "groupvit/formats/safetensors.h"
+#include "groupvit/text/tokenizer.h"
+#include "groupvit/model/weights.h"
 #ifdef GROUPVIT_HAVE_OPENCV
-#include "groupvit/image_io.h"
+#include "groupvit/image/image_io.h"
 #endif
 
 #include <catch2/catch.hpp>

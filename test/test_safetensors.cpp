@@ -1,6 +1,6 @@
 // The safetensors header parser: valid files parse; every malformed header is rejected with a
 // message, before any offset is trusted.
-#include "groupvit/safetensors.h"
+#include "groupvit/formats/safetensors.h"
 
 #include <catch2/catch.hpp>
 

@@ -11,9 +11,9 @@
 #include <thread>
 #include <vector>
 
-#include "groupvit/tokenizer.h"
-#include "groupvit/tokenizer_torch.h"
-#include "groupvit/tokenizer_unicode.h"
+#include "groupvit/text/tokenizer.h"
+#include "groupvit/preprocess/tokenizer_torch.h"
+#include "groupvit/text/tokenizer_unicode.h"
 #include "test_support.h"
 
 namespace {

@@ -13,8 +13,8 @@
 // implementations alike; that is also why the second step's numbers are a little looser.
 #include "test_support.h"
 
-#include "groupvit/training.h"
-#include "groupvit/weights.h"
+#include "groupvit/train/training.h"
+#include "groupvit/model/weights.h"
 
 #include <catch2/catch.hpp>
 

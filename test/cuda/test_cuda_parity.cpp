@@ -4,8 +4,8 @@
 //   share of image tokens whose hard assignment agrees with the reference's.
 #include "../test_support.h"
 
-#include "groupvit/model.h"
-#include "groupvit/weights.h"
+#include "groupvit/model/model.h"
+#include "groupvit/model/weights.h"
 
 #include <ATen/Context.h>
 #include <catch2/catch.hpp>

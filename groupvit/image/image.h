@@ -1,0 +1,27 @@
+// Image decoding for the public API (target groupvit::image, needs OpenCV): files and
+// cv::Mat frames into RgbImage, and straight into pixel_values for a GroupViT.
+#pragma once
+
+#include "groupvit/groupvit.h"
+#include "groupvit/image/image_io.h"  // decode_image_file, decode_image_bytes, probe_image
+
+#include <opencv2/core/mat.hpp>
+
+#include <string>
+#include <vector>
+
+namespace groupvit {
+
+// An OpenCV frame in OpenCV's channel order (8-bit BGR, BGRA or grey) as RGB, the way
+// Pillow's convert("RGB") treats the same pixels (alpha dropped). Throws ImageError for other
+// depths or channel counts, or an empty Mat.
+RgbImage rgb_from_mat(const cv::Mat& bgr);
+
+// Decodes files (EXIF orientation applied) and preprocesses them for `model`:
+// pixel_values [N, 3, H, W] on the model's device and dtype.
+torch::Tensor load_pixel_values(const GroupViT& model, const std::vector<std::string>& paths);
+
+// The same for frames already in memory.
+torch::Tensor pixel_values_from_mats(const GroupViT& model, const std::vector<cv::Mat>& frames);
+
+}  // namespace groupvit

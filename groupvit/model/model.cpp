@@ -1,0 +1,84 @@
+// GroupViTModel (see model.h).
+#include "groupvit/model/model.h"
+
+#include "groupvit/segment/segmentation.h"
+
+#include <torch/torch.h>
+
+namespace groupvit {
+namespace {
+
+torch::nn::Sequential projection_head(int64_t in, int64_t hidden, int64_t out) {
+  return torch::nn::Sequential(torch::nn::Linear(in, hidden), torch::nn::BatchNorm1d(hidden), torch::nn::ReLU(),
+                               torch::nn::Linear(hidden, out));
+}
+
+torch::Tensor l2_normalize(const torch::Tensor& x) { return x / x.norm(2, -1, /*keepdim=*/true); }
+
+}  // namespace
+
+torch::Tensor image_text_contrastive_loss(const torch::Tensor& logits_per_text) {
+  auto target = torch::arange(logits_per_text.size(0), logits_per_text.options().dtype(torch::kLong));
+  auto caption_loss = torch::nn::functional::cross_entropy(logits_per_text, target);
+  auto image_loss = torch::nn::functional::cross_entropy(logits_per_text.t(), target);
+  return (caption_loss + image_loss) / 2.0;
+}
+
+GroupViTModelImpl::GroupViTModelImpl(const GroupViTConfig& config) : config_(config) {
+  config_.validate();
+  text_model = register_module("text_model", GroupViTTextTransformer(config_.text_config));
+  vision_model = register_module("vision_model", GroupViTVisionTransformer(config_.vision_config));
+  visual_projection = register_module(
+      "visual_projection", projection_head(config_.vision_config.hidden_size, config_.projection_intermediate_dim,
+                                           config_.projection_dim));
+  text_projection = register_module(
+      "text_projection",
+      projection_head(config_.text_config.hidden_size, config_.projection_intermediate_dim, config_.projection_dim));
+  logit_scale = register_parameter("logit_scale", torch::tensor(config_.logit_scale_init_value, torch::kFloat));
+}
+
+torch::Tensor GroupViTModelImpl::get_text_features(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
+  return text_projection->forward(text_model(input_ids, attention_mask).pooler_output);
+}
+
+torch::Tensor GroupViTModelImpl::get_image_features(const torch::Tensor& pixel_values) {
+  return visual_projection->forward(vision_model(pixel_values).pooler_output);
+}
+
+GroupViTOutput GroupViTModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& pixel_values,
+                                          const torch::Tensor& attention_mask, const GroupViTForwardOptions& o) {
+  GroupViTOutput out;
+  const bool attentions = o.output_attentions || o.output_segmentation;
+  out.vision_model_output = vision_model(pixel_values, o.output_hidden_states, attentions);
+  out.text_model_output = text_model(input_ids, attention_mask, o.output_hidden_states);
+
+  out.image_embeds = l2_normalize(visual_projection->forward(out.vision_model_output.pooler_output));
+  out.text_embeds = l2_normalize(text_projection->forward(out.text_model_output.pooler_output));
+  out.logits_per_text = torch::matmul(out.text_embeds, out.image_embeds.t()) * logit_scale.exp();
+  out.logits_per_image = out.logits_per_text.t();
+
+  if (o.output_segmentation)
+    out.segmentation_logits =
+        segmentation_logits(out.vision_model_output, out.text_embeds, pixel_values.size(2), pixel_values.size(3));
+  if (o.return_loss) out.loss = image_text_contrastive_loss(out.logits_per_text);
+  return out;
+}
+
+torch::Tensor GroupViTModelImpl::segmentation_logits(const VisionModelOutput& vision, const torch::Tensor& text_embeds,
+                                                     int64_t height, int64_t width) {
+  const auto& groups = vision.last_hidden_state;  // [B, G, C]
+  const auto batch = groups.size(0);
+  auto group_embeds = l2_normalize(visual_projection->forward(groups.reshape({-1, groups.size(-1)})));
+  const auto scale = logit_scale.exp();
+  // [B*G, T] -> [B, T, G]
+  auto logits_per_group = (torch::matmul(group_embeds, text_embeds.t()) * scale)
+                              .reshape({batch, -1, text_embeds.size(0)})
+                              .permute({0, 2, 1});
+  auto grouping = grouping_from_attentions(vision.attentions, height, width);  // [B, G, H, W]
+  auto flat = grouping.reshape({grouping.size(0), grouping.size(1), -1});
+  // The reference multiplies by the logit scale a second time; kept for equal outputs.
+  auto seg = torch::matmul(logits_per_group, flat) * scale;
+  return seg.reshape({seg.size(0), seg.size(1), grouping.size(2), grouping.size(3)});
+}
+
+}  // namespace groupvit
