@@ -7,9 +7,7 @@
 #include <unistd.h>
 
 #include "groupvit/runtime/allocator.h"
-#include "groupvit/segment/nvlabs_segmentation.h"
 #include "groupvit/text/prompt_templates.h"
-#include "groupvit/preprocess/tokenizer_torch.h"
 
 #include <csignal>
 #include <fstream>
@@ -77,15 +75,20 @@ void check_model_dir(const std::string& dir) {
                      "snapshot directory)");
 }
 
-groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out) {
+ModelPlacement model_placement(const Common& c) {
   check_model_dir(c.model_dir);
   const auto device = parse_device(c.device);
   const auto dtype = parse_dtype(c.dtype);
   if (c.threads > 0) torch::set_num_threads(c.threads);
+  return {device, dtype};
+}
+
+groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out) {
+  const auto placement = model_placement(c);
   groupvit::LoadOptions lo;
-  lo.device = device;
-  lo.dtype = dtype;
-  if (device_out) *device_out = device;
+  lo.device = placement.device;
+  lo.dtype = placement.dtype;
+  if (device_out) *device_out = placement.device;
   auto model = groupvit::load_model(c.model_dir, lo);
   // After the load, so its temporary buffers are not kept: repeated forwards then reuse their
   // activation memory instead of page-faulting it in again (groupvit/runtime/allocator.h).
@@ -93,12 +96,21 @@ groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out) {
   return model;
 }
 
+void note_default_preprocessing(const std::string& model_dir) {
+  std::cerr << "groupvit: note: " << model_dir << " has no preprocessor_config.json; using CLIP's defaults\n";
+}
+
 groupvit::ImagePreprocessConfig preprocessor_for(const std::string& model_dir) {
   bool used_default = false;
   auto config = groupvit::ImagePreprocessConfig::for_model_dir(model_dir, &used_default);
-  if (used_default)
-    std::cerr << "groupvit: note: " << model_dir << " has no preprocessor_config.json; using CLIP's defaults\n";
+  if (used_default) note_default_preprocessing(model_dir);
   return config;
+}
+
+void add_progress_options(CLI::App* cmd, double& interval_s, bool& quiet) {
+  cmd->add_option("--progress-interval", interval_s, "seconds between progress lines when not on a terminal")
+      ->capture_default_str();
+  cmd->add_flag("--quiet", quiet, "no progress output");
 }
 
 void install_stop_handlers() {
@@ -136,24 +148,6 @@ std::vector<std::string> read_lines(const std::string& path, const std::string& 
     if (!trim(line).empty()) lines.push_back(trim(line));
   if (lines.empty()) throw UsageError(what + " " + path + " is empty");
   return lines;
-}
-
-torch::Tensor class_embeddings(groupvit::GroupViTModelImpl& model, const std::string& tokenizer_dir,
-                               const std::vector<std::string>& labels, const std::vector<std::string>& templates,
-                               torch::Device device) {
-  torch::NoGradGuard no_grad;
-  auto tokenizer = groupvit::ClipTokenizer::from_directory(tokenizer_dir);
-  const auto texts = groupvit::fill_templates(labels, templates);
-  std::vector<torch::Tensor> features;
-  for (size_t start = 0; start < texts.size(); start += 256) {
-    std::vector<std::string> chunk(texts.begin() + static_cast<std::ptrdiff_t>(start),
-                                   texts.begin() + static_cast<std::ptrdiff_t>(std::min(texts.size(), start + 256)));
-    auto tokens = groupvit::tokenize_to_tensors(tokenizer, chunk, groupvit::Padding::Longest,
-                                                groupvit::context_length(model.config()));
-    features.push_back(
-        model.get_text_features(tokens.input_ids.to(device), tokens.attention_mask.to(device)).to(torch::kFloat));
-  }
-  return groupvit::class_embeddings_from_features(torch::cat(features), static_cast<int64_t>(labels.size()));
 }
 
 }  // namespace groupvit_cli

@@ -36,10 +36,23 @@ torch::Dtype parse_dtype(const std::string& text);
 
 // Checks the directory first so that a typo gives "does not exist", not a missing config.json.
 void check_model_dir(const std::string& dir);
-// check_model_dir, device, dtype and threads applied, then load_model.
+// What every command that runs a model does before loading it: check_model_dir, --device and
+// --dtype parsed, --threads applied.
+struct ModelPlacement {
+  torch::Device device;
+  torch::Dtype dtype;
+};
+ModelPlacement model_placement(const Common& c);
+// model_placement, then load_model.
 groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out = nullptr);
 
+// The model directory's image preprocessing; note_default_preprocessing says on stderr when it
+// has none and CLIP's defaults stand in.
 groupvit::ImagePreprocessConfig preprocessor_for(const std::string& model_dir);
+void note_default_preprocessing(const std::string& model_dir);
+
+// --progress-interval and --quiet, as segment and train offer them.
+void add_progress_options(CLI::App* cmd, double& interval_s, bool& quiet);
 
 // SIGINT/SIGTERM set stop_signal() instead of killing the process (a second one kills it).
 void install_stop_handlers();
@@ -124,10 +137,5 @@ std::string trim(const std::string& s);
 std::vector<std::string> read_lines(const std::string& path, const std::string& what);
 // --templates: simple, subset, full or a file with one template a line.
 std::vector<std::string> read_templates(const std::string& name);
-// NVlabs class embeddings [labels, C] (float32, on `device`): every label in every template
-// through the text tower, averaged per label, normalised.
-torch::Tensor class_embeddings(groupvit::GroupViTModelImpl& model, const std::string& tokenizer_dir,
-                               const std::vector<std::string>& labels, const std::vector<std::string>& templates,
-                               torch::Device device);
 
 }  // namespace groupvit_cli

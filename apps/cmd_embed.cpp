@@ -6,6 +6,7 @@
 #include "outputs.h"
 
 #include "groupvit/image/image_io.h"
+#include "groupvit/model/model.h"
 #include "groupvit/preprocess/tokenizer_torch.h"
 
 #include <nlohmann/json.hpp>
@@ -63,7 +64,7 @@ int run_embed(const Common& c, const std::vector<std::string>& image_specs, cons
   torch::NoGradGuard no_grad;
   auto finish = [&](torch::Tensor f) {
     f = f.to(torch::kCPU, torch::kFloat);
-    return normalize ? f / f.norm(2, -1, true) : f;
+    return normalize ? groupvit::l2_normalize(f) : f;
   };
 
   torch::Tensor image_embeds, text_embeds;

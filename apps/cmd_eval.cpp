@@ -2,14 +2,17 @@
 // (images, label PNGs with the same file stems, a class list whose line k is label k, 255 =
 // ignore). The model runs the paper's protocol (the NVlabs head of `segment`); --predictions
 // scores label maps written earlier instead. IoU per class and mean IoU over the classes that
-// occur (mmseg's nanmean), pixel accuracy, and foreground accuracy when line 0 is background.
+// occur (mmseg's nanmean), pixel accuracy, and foreground accuracy when line 0 is background,
+// from the library's confusion matrix (groupvit/segment/metrics.h).
 #include "cli_common.h"
 #include "inputs.h"
 #include "outputs.h"
 #include "progress.h"
 
+#include "groupvit/groupvit.h"
 #include "groupvit/image/image_io.h"
 #include "groupvit/formats/png_reader.h"
+#include "groupvit/segment/metrics.h"
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -29,8 +32,6 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-constexpr uint8_t kIgnore = 255;
-
 // A prediction or image must be the size of its ground truth: pixels are compared one to one.
 void check_same_size(const std::string& source, int64_t height, int64_t width, const groupvit::LabelMap& truth) {
   if (height != truth.height || width != truth.width)
@@ -49,6 +50,197 @@ std::string find_with_stem(const std::string& dir, const std::string& stem,
 }
 
 const std::vector<std::string> kImageSuffixes = {".jpg", ".png", ".jpeg", ".JPG", ".JPEG", ".PNG", ".bmp", ".webp"};
+
+// The class list: line k names label k.
+struct EvalClasses {
+  std::vector<std::string> names;
+  std::vector<std::string> prompts;  // what the text tower sees: the names less background
+  bool background = false;           // line 0 is "background", scored by the threshold, not prompted
+};
+
+EvalClasses read_classes(const EvalOptions& o) {
+  EvalClasses classes;
+  classes.names = read_lines(o.classes, "class list");
+  classes.background = classes.names[0] == "background" && !o.seg.no_background;
+  if (classes.names.size() > 255) throw UsageError("at most 255 classes (label 255 means ignore)");
+  classes.prompts.assign(classes.names.begin() + (classes.background ? 1 : 0), classes.names.end());
+  if (classes.prompts.empty()) throw UsageError("the class list " + o.classes + " names no class besides background");
+  return classes;
+}
+
+// The stems to evaluate: --list, or those of every label PNG (sorted); at most --max-images.
+std::vector<std::string> eval_stems(const EvalOptions& o) {
+  std::vector<std::string> stems;
+  if (!o.list.empty()) {
+    stems = read_lines(o.list, "list");
+  } else {
+    if (!fs::is_directory(o.labels_dir)) throw UsageError("label directory " + o.labels_dir + " does not exist");
+    for (const auto& entry : fs::directory_iterator(o.labels_dir))
+      if (entry.path().extension() == ".png") stems.push_back(entry.path().stem().string());
+    std::sort(stems.begin(), stems.end());
+  }
+  if (o.max_images > 0 && static_cast<int64_t>(stems.size()) > o.max_images)
+    stems.resize(static_cast<size_t>(o.max_images));
+  if (stems.empty()) throw UsageError("no label maps to evaluate in " + o.labels_dir);
+  return stems;
+}
+
+// What to compare for one stem: its label map and its image (or saved prediction).
+struct Item {
+  std::string stem, label, source;
+};
+
+// Every stem's files, found up front: a missing one fails before any work.
+std::vector<Item> eval_items(const EvalOptions& o, bool run_model) {
+  std::vector<Item> items;
+  for (const auto& stem : eval_stems(o)) {
+    Item item{stem, (fs::path(o.labels_dir) / (stem + ".png")).string(), ""};
+    if (!file_exists(item.label)) throw UsageError("no label map " + item.label);
+    if (run_model) {
+      item.source = find_with_stem(o.images, stem, kImageSuffixes);
+      if (item.source.empty()) throw UsageError("no image for " + stem + " in " + o.images);
+    } else {
+      std::vector<std::string> suffixes = {".png"};
+      for (const auto& s : kImageSuffixes) suffixes.push_back(s + ".labels.png");
+      item.source = find_with_stem(o.predictions, stem, suffixes);
+      if (item.source.empty()) throw UsageError("no prediction for " + stem + " in " + o.predictions);
+    }
+    items.push_back(item);
+  }
+  return items;
+}
+
+// The NVlabs head of an evaluation; with --predictions there is no model.
+struct EvalModel {
+  groupvit::GroupViTModel model{nullptr};
+  torch::Tensor class_embeds;
+  torch::Device device = torch::kCPU;
+  groupvit::NvlabsSegmentationOptions head;
+  groupvit::ImagePreprocessConfig prep;
+};
+
+EvalModel prepare_model(const Common& c, const EvalOptions& o, const EvalClasses& classes, bool run_model) {
+  EvalModel m;
+  m.head = nvlabs_head(o.seg);
+  m.head.with_background = classes.background;
+  m.prep = nvlabs_preprocess(o.seg);
+  if (run_model) {
+    const auto templates = read_templates(o.seg.templates);
+    m.model = load_for(c, &m.device);
+    m.class_embeds = groupvit::class_embeddings(*m.model, groupvit::ClipTokenizer::from_directory(c.model_dir),
+                                                classes.prompts, templates, m.device);
+  }
+  return m;
+}
+
+// One image's predicted label map into the scores; a label outside the class list names the stem.
+void add_image(groupvit::SegmentationMetrics& scores, const groupvit::LabelMap& truth, const uint8_t* predicted,
+               const std::string& stem) {
+  try {
+    scores.add(truth.labels.data(), predicted, truth.labels.size());
+  } catch (const std::out_of_range& e) {
+    throw std::runtime_error(stem + ": " + e.what());
+  }
+}
+
+// Scores the saved label maps of items [first, last).
+void score_predictions(const std::vector<Item>& items, size_t first, size_t last,
+                       const std::vector<groupvit::LabelMap>& truths, groupvit::SegmentationMetrics& scores) {
+  for (size_t i = first; i < last; ++i) {
+    const auto prediction = groupvit::read_label_png(items[i].source);
+    const auto& truth = truths[i - first];
+    check_same_size(items[i].source, prediction.height, prediction.width, truth);
+    add_image(scores, truth, prediction.labels.data(), items[i].stem);
+  }
+}
+
+// Segments the images of items [first, last) in one model call and scores their label maps.
+void score_model(EvalModel& m, const std::vector<Item>& items, size_t first, size_t last,
+                 const std::vector<groupvit::LabelMap>& truths, groupvit::SegmentationMetrics& scores) {
+  std::vector<torch::Tensor> images;
+  std::vector<std::array<int64_t, 2>> sizes;
+  for (size_t i = first; i < last; ++i) {
+    const auto image = groupvit::decode_image_file(items[i].source);
+    const auto& truth = truths[i - first];
+    check_same_size(items[i].source, image.height, image.width, truth);
+    images.push_back(groupvit::preprocess(image, m.prep).to(m.device));
+    sizes.push_back({image.height, image.width});
+  }
+  torch::NoGradGuard no_grad;
+  const auto predicted_scores = groupvit::nvlabs_segment(*m.model, images, m.class_embeds, sizes, m.head);
+  for (size_t i = first; i < last; ++i) {
+    // Channel k is class line k with background, line k of the prompted classes without.
+    auto predicted = predicted_scores[i - first].argmax(0).to(torch::kCPU, torch::kByte).contiguous();
+    add_image(scores, truths[i - first], predicted.data_ptr<uint8_t>(), items[i].stem);
+  }
+}
+
+// Every item, --batch-size at a time, until all are scored or a stop signal came: how many were.
+int64_t score_all(const EvalOptions& o, const std::vector<Item>& items, EvalModel* model,
+                  groupvit::SegmentationMetrics& scores) {
+  Progress progress(static_cast<int64_t>(items.size()), o.seg.progress_interval, !o.seg.quiet);
+  int64_t done = 0;
+  for (size_t first = 0; first < items.size(); first += static_cast<size_t>(o.seg.batch_size)) {
+    const size_t last = std::min(items.size(), first + static_cast<size_t>(o.seg.batch_size));
+    std::vector<groupvit::LabelMap> truths;
+    for (size_t i = first; i < last; ++i) truths.push_back(groupvit::read_label_png(items[i].label));
+    if (!model)
+      score_predictions(items, first, last, truths, scores);
+    else
+      score_model(*model, items, first, last, truths, scores);
+    done += static_cast<int64_t>(last - first);
+    progress.update(done, 0);
+    if (stop_signal()) break;
+  }
+  progress.finish(done, 0);
+  return done;
+}
+
+// The report: IoU and accuracy per class (null where the class has none), their means, pixel
+// accuracy and, with a background line, foreground accuracy.
+json eval_report(const Common& c, const EvalOptions& o, const EvalClasses& classes,
+                 const groupvit::SegmentationMetrics& scores, int64_t done, size_t items, double seconds,
+                 bool run_model) {
+  json per_class = json::array();
+  for (int64_t k = 0; k < scores.num_classes(); ++k) {
+    json entry = {{"class", classes.names[static_cast<size_t>(k)]}, {"pixels", scores.pixels(k)}};
+    // A class absent from the ground truth and never predicted has no IoU (mmseg: NaN, left out
+    // of the mean); one predicted but absent scores 0.
+    const auto iou = scores.iou(k);
+    const auto accuracy = scores.accuracy(k);
+    entry["iou"] = iou ? json(*iou) : json(nullptr);
+    entry["accuracy"] = accuracy ? json(*accuracy) : json(nullptr);
+    per_class.push_back(entry);
+  }
+  json report = {{"images", done},
+                 {"classes", per_class},
+                 {"mean_iou", scores.mean_iou()},
+                 {"mean_accuracy", scores.mean_accuracy()},
+                 {"pixel_accuracy", scores.pixel_accuracy()},
+                 {"seconds", seconds},
+                 {"model", run_model ? c.model_dir : ""},
+                 {"predictions", o.predictions},
+                 {"complete", done == static_cast<int64_t>(items)}};
+  if (classes.background) report["foreground_accuracy"] = scores.foreground_accuracy();
+  return report;
+}
+
+// The table of the report on stdout.
+void print_report(const json& report, bool background, int64_t done) {
+  std::cout << std::fixed << std::setprecision(4);
+  for (const auto& e : report["classes"]) {
+    std::cout << "  " << std::left << std::setw(20) << e["class"].get<std::string>() << " IoU ";
+    if (e["iou"].is_null())
+      std::cout << "   -  ";
+    else
+      std::cout << e["iou"].get<double>();
+    std::cout << "  (" << e["pixels"].get<int64_t>() << " pixels)\n";
+  }
+  std::cout << "mIoU " << report["mean_iou"].get<double>() << ", pixel accuracy "
+            << report["pixel_accuracy"].get<double>();
+  if (background) std::cout << ", foreground accuracy " << report["foreground_accuracy"].get<double>();
+  std::cout << " over " << done << " images\n";
+}
 
 }  // namespace
 
@@ -73,184 +265,25 @@ void add_eval_options(CLI::App* cmd, EvalOptions& o) {
 }
 
 int run_eval(const Common& c, const EvalOptions& o) {
-  auto classes = read_lines(o.classes, "class list");
-  const bool background = classes[0] == "background" && !o.seg.no_background;
-  if (classes.size() > 255) throw UsageError("at most 255 classes (label 255 means ignore)");
-  const int64_t n = static_cast<int64_t>(classes.size());
-  std::vector<std::string> prompts(classes.begin() + (background ? 1 : 0), classes.end());
-  if (prompts.empty()) throw UsageError("the class list " + o.classes + " names no class besides background");
+  const auto classes = read_classes(o);
   if (o.seg.batch_size < 1) throw UsageError("--batch-size must be at least 1");
   const bool run_model = o.predictions.empty();
   if (run_model && (o.images.empty() || c.model_dir.empty()))
     throw UsageError("give --model and --images (or --predictions to score saved label maps)");
+  const auto items = eval_items(o, run_model);
+  auto model = prepare_model(c, o, classes, run_model);
 
-  std::vector<std::string> stems;
-  if (!o.list.empty()) {
-    stems = read_lines(o.list, "list");
-  } else {
-    if (!fs::is_directory(o.labels_dir)) throw UsageError("label directory " + o.labels_dir + " does not exist");
-    for (const auto& entry : fs::directory_iterator(o.labels_dir))
-      if (entry.path().extension() == ".png") stems.push_back(entry.path().stem().string());
-    std::sort(stems.begin(), stems.end());
-  }
-  if (o.max_images > 0 && static_cast<int64_t>(stems.size()) > o.max_images) stems.resize(static_cast<size_t>(o.max_images));
-  if (stems.empty()) throw UsageError("no label maps to evaluate in " + o.labels_dir);
-
-  // --- what to compare: (label path, image path or prediction path) per stem, checked up front ---
-  struct Item {
-    std::string stem, label, source;
-  };
-  std::vector<Item> items;
-  for (const auto& stem : stems) {
-    Item item{stem, (fs::path(o.labels_dir) / (stem + ".png")).string(), ""};
-    if (!file_exists(item.label)) throw UsageError("no label map " + item.label);
-    if (run_model) {
-      item.source = find_with_stem(o.images, stem, kImageSuffixes);
-      if (item.source.empty()) throw UsageError("no image for " + stem + " in " + o.images);
-    } else {
-      std::vector<std::string> suffixes = {".png"};
-      for (const auto& s : kImageSuffixes) suffixes.push_back(s + ".labels.png");
-      item.source = find_with_stem(o.predictions, stem, suffixes);
-      if (item.source.empty()) throw UsageError("no prediction for " + stem + " in " + o.predictions);
-    }
-    items.push_back(item);
-  }
-
-  groupvit::GroupViTModel model{nullptr};
-  torch::Tensor class_embeds;
-  torch::Device device = torch::kCPU;
-  auto head = nvlabs_head(o.seg);
-  head.with_background = background;
-  const auto prep = nvlabs_preprocess(o.seg);
-  if (run_model) {
-    const auto templates = read_templates(o.seg.templates);
-    model = load_for(c, &device);
-    class_embeds = class_embeddings(*model, c.model_dir, prompts, templates, device);
-  }
-
-  // Confusion matrix: rows ground truth, columns prediction.
-  std::vector<int64_t> confusion(static_cast<size_t>(n * n), 0);
-  auto accumulate = [&](const groupvit::LabelMap& truth, const uint8_t* predicted, const std::string& stem) {
-    for (size_t i = 0; i < truth.labels.size(); ++i) {
-      const uint8_t t = truth.labels[i];
-      if (t == kIgnore) continue;
-      if (t >= n)
-        throw std::runtime_error(stem + ": label " + std::to_string(t) + " but the class list has " +
-                                 std::to_string(n) + " classes");
-      if (predicted[i] >= n) throw std::runtime_error(stem + ": predicted label " + std::to_string(predicted[i]) +
-                                                      " outside the class list");
-      ++confusion[static_cast<size_t>(t * n + predicted[i])];
-    }
-  };
-
+  groupvit::SegmentationMetrics scores(static_cast<int64_t>(classes.names.size()));
   const auto start = std::chrono::steady_clock::now();
-  Progress progress(static_cast<int64_t>(items.size()), o.seg.progress_interval, !o.seg.quiet);
-  int64_t done = 0;
-  for (size_t first = 0; first < items.size(); first += static_cast<size_t>(o.seg.batch_size)) {
-    const size_t last = std::min(items.size(), first + static_cast<size_t>(o.seg.batch_size));
-    std::vector<groupvit::LabelMap> truths;
-    for (size_t i = first; i < last; ++i) truths.push_back(groupvit::read_label_png(items[i].label));
-    if (!run_model) {
-      for (size_t i = first; i < last; ++i) {
-        const auto prediction = groupvit::read_label_png(items[i].source);
-        const auto& truth = truths[i - first];
-        check_same_size(items[i].source, prediction.height, prediction.width, truth);
-        accumulate(truth, prediction.labels.data(), items[i].stem);
-      }
-    } else {
-      std::vector<torch::Tensor> images;
-      std::vector<std::array<int64_t, 2>> sizes;
-      for (size_t i = first; i < last; ++i) {
-        const auto image = groupvit::decode_image_file(items[i].source);
-        const auto& truth = truths[i - first];
-        check_same_size(items[i].source, image.height, image.width, truth);
-        images.push_back(groupvit::preprocess(image, prep).to(device));
-        sizes.push_back({image.height, image.width});
-      }
-      torch::NoGradGuard no_grad;
-      const auto scores = groupvit::nvlabs_segment(*model, images, class_embeds, sizes, head);
-      for (size_t i = first; i < last; ++i) {
-        // Channel k is class line k with background, line k of the prompted classes without.
-        auto predicted = scores[i - first].argmax(0).to(torch::kCPU, torch::kByte).contiguous();
-        accumulate(truths[i - first], predicted.data_ptr<uint8_t>(), items[i].stem);
-      }
-    }
-    done += static_cast<int64_t>(last - first);
-    progress.update(done, 0);
-    if (stop_signal()) break;
-  }
-  progress.finish(done, 0);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const int64_t done = score_all(o, items, run_model ? &model : nullptr, scores);
+  const double seconds = seconds_since(start);
 
-  // --- scores ---
-  int64_t total = 0, correct = 0, fg_total = 0, fg_correct = 0;
-  json per_class = json::array();
-  double iou_sum = 0, acc_sum = 0;
-  int64_t iou_count = 0, acc_count = 0;
-  for (int64_t k = 0; k < n; ++k) {
-    int64_t row = 0, column = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      row += confusion[static_cast<size_t>(k * n + j)];
-      column += confusion[static_cast<size_t>(j * n + k)];
-    }
-    const int64_t tp = confusion[static_cast<size_t>(k * n + k)];
-    total += row;
-    correct += tp;
-    if (background && k > 0) {
-      fg_total += row;
-      fg_correct += tp;
-    }
-    const int64_t uni = row + column - tp;
-    json entry = {{"class", classes[static_cast<size_t>(k)]}, {"pixels", row}};
-    // A class absent from the ground truth and never predicted has no IoU (mmseg: NaN, left out
-    // of the mean); one predicted but absent scores 0.
-    if (uni > 0) {
-      const double iou = static_cast<double>(tp) / static_cast<double>(uni);
-      entry["iou"] = iou;
-      iou_sum += iou;
-      ++iou_count;
-    } else {
-      entry["iou"] = nullptr;
-    }
-    if (row > 0) {
-      const double acc = static_cast<double>(tp) / static_cast<double>(row);
-      entry["accuracy"] = acc;
-      acc_sum += acc;
-      ++acc_count;
-    } else {
-      entry["accuracy"] = nullptr;
-    }
-    per_class.push_back(entry);
-  }
-  json report = {{"images", done},
-                 {"classes", per_class},
-                 {"mean_iou", iou_count ? iou_sum / static_cast<double>(iou_count) : 0.0},
-                 {"mean_accuracy", acc_count ? acc_sum / static_cast<double>(acc_count) : 0.0},
-                 {"pixel_accuracy", total ? static_cast<double>(correct) / static_cast<double>(total) : 0.0},
-                 {"seconds", seconds},
-                 {"model", run_model ? c.model_dir : ""},
-                 {"predictions", o.predictions},
-                 {"complete", done == static_cast<int64_t>(items.size())}};
-  if (background)
-    report["foreground_accuracy"] = fg_total ? static_cast<double>(fg_correct) / static_cast<double>(fg_total) : 0.0;
+  const auto report = eval_report(c, o, classes, scores, done, items.size(), seconds, run_model);
   if (!o.report.empty()) write_file_atomic(o.report, report.dump(2) + "\n");
-  if (c.json_output) {
+  if (c.json_output)
     std::cout << report.dump() << "\n";
-  } else {
-    std::cout << std::fixed << std::setprecision(4);
-    for (const auto& e : per_class) {
-      std::cout << "  " << std::left << std::setw(20) << e["class"].get<std::string>() << " IoU ";
-      if (e["iou"].is_null())
-        std::cout << "   -  ";
-      else
-        std::cout << e["iou"].get<double>();
-      std::cout << "  (" << e["pixels"].get<int64_t>() << " pixels)\n";
-    }
-    std::cout << "mIoU " << report["mean_iou"].get<double>() << ", pixel accuracy "
-              << report["pixel_accuracy"].get<double>();
-    if (background) std::cout << ", foreground accuracy " << report["foreground_accuracy"].get<double>();
-    std::cout << " over " << done << " images\n";
-  }
+  else
+    print_report(report, classes.background, done);
   if (stop_signal()) return 128 + stop_signal();
   return kExitOk;
 }

@@ -11,20 +11,23 @@
 
 #include "groupvit/runtime/cuda_graph.h"
 #include "groupvit/formats/directory_lock.h"
+#include "groupvit/groupvit.h"
 #include "groupvit/image/image_io.h"
 #include "groupvit/segment/nvlabs_segmentation.h"
 #include "groupvit/formats/png_writer.h"
-#include "groupvit/text/prompt_templates.h"
-#include "groupvit/preprocess/tokenizer_torch.h"
-#include "groupvit/text/tokenizer_unicode.h"
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <memory>
 #include <mutex>
+#include <sstream>
 #include <thread>
 #include <unordered_set>
 
@@ -62,7 +65,7 @@ std::vector<std::string> read_labels(const SegmentOptions& o) {
   // Checked here, before the model loads, so that the message can say which label and where it came from.
   for (size_t i = 0; i < labels.size(); ++i) {
     try {
-      groupvit::unicode::decode_utf8(labels[i]);
+      groupvit::check_utf8(labels[i]);
     } catch (const groupvit::TokenizerError& e) {
       throw UsageError("label " + std::to_string(i + 1) + " of " +
                        (o.labels_file.empty() ? std::string("--labels") : o.labels_file) + ": " + e.what());
@@ -194,97 +197,170 @@ void add_segment_options(CLI::App* cmd, SegmentOptions& o) {
                   "I/N: process the I-th of N deterministic parts of the inputs (default: from SLURM_ARRAY_TASK_ID/"
                   "SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shard-count)");
   cmd->add_option("--shard-count", o.shard_count, "number of shards of a Kubernetes indexed Job");
-  cmd->add_option("--progress-interval", o.progress_interval, "seconds between progress lines when not on a terminal")
-      ->capture_default_str();
-  cmd->add_flag("--quiet", o.quiet, "no progress output");
+  add_progress_options(cmd, o.progress_interval, o.quiet);
   cmd->add_option("--extensions", o.extensions,
                   "image extensions searched in directories (default: "
                   "jpg,jpeg,png,bmp,tif,tiff,webp)");
 }
 
-int run_segment(const Common& c, const SegmentOptions& o) {
-  // --- everything that can be wrong with the request fails here, before any work ---
-  const auto labels = read_labels(o);
-  const auto templates = read_templates(o.templates);
+namespace {
+
+// --- the request: everything that can be wrong with it fails here, before any work ---------
+
+struct SegmentRequest {
+  std::vector<std::string> labels, templates;
+  std::vector<std::string> names;  // value k of a label map names names[k]: "background", then the labels
+  groupvit::NvlabsSegmentationOptions head;
+  Shard shard;
+  std::set<std::string> extensions;
+  bool nvlabs = true;      // --mode nvlabs, else hf
+  bool background = true;  // nvlabs with a background channel; without one the classes start at 1
+};
+
+// --extensions (comma-separated, the dot optional), or the default set when it is not given.
+std::set<std::string> image_extensions(const std::string& list) {
+  std::set<std::string> extensions = default_image_extensions();
+  if (list.empty()) return extensions;
+  extensions.clear();
+  std::stringstream ss(list);
+  std::string e;
+  while (std::getline(ss, e, ','))
+    if (!trim(e).empty()) extensions.insert(trim(e)[0] == '.' ? trim(e).substr(1) : trim(e));
+  return extensions;
+}
+
+SegmentRequest check_request(const Common& c, const SegmentOptions& o) {
+  SegmentRequest r;
+  r.labels = read_labels(o);
+  r.templates = read_templates(o.templates);
   if (o.batch_size < 1) throw UsageError("--batch-size must be at least 1");
   if (o.writers < -1 || o.writers > 256) throw UsageError("--writers must be between 0 and 256");
   if (o.workers > 256) throw UsageError("--workers must be at most 256");
-  auto seg = nvlabs_head(o);
+  r.head = nvlabs_head(o);
   check_model_dir(c.model_dir);
   if (o.cuda_graphs && o.mode != "hf")
     throw UsageError("--cuda-graphs needs --mode hf (nvlabs batches hold a varying number of windows)");
   if (!parse_device(c.device).is_cuda() && o.cuda_graphs) throw UsageError("--cuda-graphs needs --device cuda");
   parse_dtype(c.dtype);
-  const Shard shard = resolve_shard(o.shard, o.shard_count);
-  std::set<std::string> extensions = default_image_extensions();
-  if (!o.extensions.empty()) {
-    extensions.clear();
-    std::stringstream ss(o.extensions);
-    std::string e;
-    while (std::getline(ss, e, ','))
-      if (!trim(e).empty()) extensions.insert(trim(e)[0] == '.' ? trim(e).substr(1) : trim(e));
-  }
-  const bool nvlabs = o.mode == "nvlabs";
-  const bool background = nvlabs && !o.no_background;
-  std::vector<std::string> names = {"background"};
-  names.insert(names.end(), labels.begin(), labels.end());
+  r.shard = resolve_shard(o.shard, o.shard_count);
+  r.extensions = image_extensions(o.extensions);
+  r.nvlabs = o.mode == "nvlabs";
+  r.background = r.nvlabs && !o.no_background;
+  r.head.with_background = r.background;
+  r.names = {"background"};
+  r.names.insert(r.names.end(), r.labels.begin(), r.labels.end());
+  return r;
+}
 
+// --- the output directory --------------------------------------------------------------------
+
+// `dir`, created with its parents; a failure names --output.
+const std::string& created_output_dir(const std::string& dir) {
   try {
-    make_directories(o.output);
+    make_directories(dir);
   } catch (const OutputError& e) {
-    throw OutputError("--output " + o.output + ": " + e.what(), e.error());
+    throw OutputError("--output " + dir + ": " + e.what(), e.error());
   }
-  const std::string part =
-      shard.count > 1 ? "shard-" + std::to_string(shard.index) + "-of-" + std::to_string(shard.count) : "";
+  return dir;
+}
+
+// The output directory, locked for the run, and the names of what is written into it.
+struct OutputDir {
+  OutputDir(const SegmentOptions& options, const Shard& shard);
+  // The files of the input with this key (`stages` group maps with --save-groups).
+  Paths paths_for(const std::string& key, int64_t stages) const;
+
+  const SegmentOptions& o;
+  std::string part;  // "shard-I-of-N" when sharded, else empty
   // Two runs into one directory would interleave results.jsonl and overwrite each other's outputs;
   // the shards of one run share it (each has its own results file).
-  const groupvit::DirectoryLock lock(o.output, "groupvit segment", part);
-  const std::string suffix = part.empty() ? "" : "." + part;
-  const std::string results_path = o.output + "/results" + suffix + ".jsonl";
-  const std::string errors_path = o.output + "/errors" + suffix + ".jsonl";
-  const std::string overlay_ext = "." + o.overlay_format;
-  auto paths_for = [&](const std::string& key, int64_t stages) {
-    Paths p;
-    const std::string base = o.output + "/" + key;
-    p.labels = base + ".labels.png";
-    if (!o.no_overlay) p.overlay = base + ".overlay" + overlay_ext;
-    if (o.save_logits) p.logits = base + ".logits.npy";
-    for (int64_t s = 0; o.save_groups && s < stages; ++s)
-      p.groups.push_back(base + ".groups" + std::to_string(s) + ".png");
-    return p;
-  };
+  groupvit::DirectoryLock lock;
+  std::string results_path, errors_path, overlay_ext;
+};
 
-  // --- resume: what results.jsonl records as done (a partial last line is dropped) ---
+OutputDir::OutputDir(const SegmentOptions& options, const Shard& shard)
+    : o(options),
+      part(shard.count > 1 ? "shard-" + std::to_string(shard.index) + "-of-" + std::to_string(shard.count) : ""),
+      lock(created_output_dir(options.output), "groupvit segment", part) {
+  const std::string suffix = part.empty() ? "" : "." + part;
+  results_path = o.output + "/results" + suffix + ".jsonl";
+  errors_path = o.output + "/errors" + suffix + ".jsonl";
+  overlay_ext = "." + o.overlay_format;
+}
+
+Paths OutputDir::paths_for(const std::string& key, int64_t stages) const {
+  Paths p;
+  const std::string base = o.output + "/" + key;
+  p.labels = base + ".labels.png";
+  if (!o.no_overlay) p.overlay = base + ".overlay" + overlay_ext;
+  if (o.save_logits) p.logits = base + ".logits.npy";
+  for (int64_t s = 0; o.save_groups && s < stages; ++s)
+    p.groups.push_back(base + ".groups" + std::to_string(s) + ".png");
+  return p;
+}
+
+// --resume: the keys that results.jsonl records as done (a partial last line is dropped).
+std::unordered_set<std::string> finished_keys(const std::string& results_path) {
   std::unordered_set<std::string> done;
-  if (o.resume) {
-    for (const auto& line : read_complete_lines_and_trim(results_path)) {
-      try {
-        done.insert(json::parse(line).at("key").get<std::string>());
-      } catch (const std::exception&) {  // a foreign or damaged line: its image is redone
-      }
+  for (const auto& line : read_complete_lines_and_trim(results_path)) {
+    try {
+      done.insert(json::parse(line).at("key").get<std::string>());
+    } catch (const std::exception&) {  // a foreign or damaged line: its image is redone
     }
   }
-  LineAppender results(results_path, /*truncate=*/!o.resume);
-  LineAppender errors(errors_path, /*truncate=*/true);
+  return done;
+}
 
-  // --- the model and the label embeddings, computed once ---
+// --- the model: set up once, then one call per batch -------------------------------------------
+
+// A batch's results per image, on the model's device.
+struct BatchScores {
+  std::vector<torch::Tensor> scores;               // [channels, H, W] at the original size, float
+  std::vector<torch::Tensor> saved;                // what --save-logits writes
+  std::vector<std::vector<torch::Tensor>> groups;  // --save-groups: a group map per stage
+};
+
+// The model and what a run computes from it once: the label embeddings, the mode's
+// preprocessing, and (hf) the forward of one batch, replayed as CUDA graphs with --cuda-graphs.
+// Neither copied nor moved: the graphs call back into it.
+class SegmentModel {
+ public:
+  SegmentModel(const Common& c, const SegmentOptions& o, const SegmentRequest& r);
+  SegmentModel(const SegmentModel&) = delete;
+  SegmentModel& operator=(const SegmentModel&) = delete;
+
+  // One model call for the whole batch (nvlabs: all windows of all images together).
+  BatchScores run(const std::vector<Prepared>& batch);
+
   torch::Device device = torch::kCPU;
-  auto model = load_for(c, &device);
-  const auto dtype = parse_dtype(c.dtype);
-  const auto& vc = model->config().vision_config;
-  const int64_t stages = static_cast<int64_t>(vc.depths.size()) -
-                         static_cast<int64_t>(std::count(vc.num_group_tokens.begin(), vc.num_group_tokens.end(), 0));
-  const auto class_embeds = class_embeddings(*model, c.model_dir, labels, templates, device);
-  // The hf forward of one batch; the CUDA graphs read class_embeds_model, which lives as long as they do.
-  const auto class_embeds_model = class_embeds.to(device, dtype);
-  auto hf_forward = [&](const torch::Tensor& pixels) -> std::vector<torch::Tensor> {
-    auto vision = model->vision_model(pixels, false, true);
-    return {model->segmentation_logits(vision, class_embeds_model, pixels.size(2), pixels.size(3))};
-  };
-  std::unique_ptr<groupvit::CudaGraphCache> graphs;
-  if (o.cuda_graphs) graphs = std::make_unique<groupvit::CudaGraphCache>(hf_forward);
+  int64_t stages = 0;  // grouping stages: the group maps of --save-groups
   groupvit::ImagePreprocessConfig prep;
-  if (nvlabs) {
+  std::unique_ptr<groupvit::CudaGraphCache> graphs;
+
+ private:
+  std::vector<torch::Tensor> hf_forward(const torch::Tensor& pixels);
+
+  const SegmentOptions& o_;
+  const SegmentRequest& r_;
+  groupvit::GroupViTModel model_{nullptr};
+  torch::Dtype dtype_ = torch::kFloat;
+  torch::Tensor class_embeds_;        // float32, on the device (the NVlabs head)
+  torch::Tensor class_embeds_model_;  // in the model's dtype: what the hf forward and its CUDA graphs read
+};
+
+SegmentModel::SegmentModel(const Common& c, const SegmentOptions& o, const SegmentRequest& r) : o_(o), r_(r) {
+  model_ = load_for(c, &device);
+  dtype_ = parse_dtype(c.dtype);
+  const auto& vc = model_->config().vision_config;
+  stages = static_cast<int64_t>(vc.depths.size()) -
+           static_cast<int64_t>(std::count(vc.num_group_tokens.begin(), vc.num_group_tokens.end(), 0));
+  class_embeds_ = groupvit::class_embeddings(*model_, groupvit::ClipTokenizer::from_directory(c.model_dir), r.labels,
+                                             r.templates, device);
+  class_embeds_model_ = class_embeds_.to(device, dtype_);
+  if (o.cuda_graphs)
+    graphs =
+        std::make_unique<groupvit::CudaGraphCache>([this](const torch::Tensor& pixels) { return hf_forward(pixels); });
+  if (r.nvlabs) {
     prep = nvlabs_preprocess(o);
   } else {
     prep = preprocessor_for(c.model_dir);
@@ -294,308 +370,507 @@ int run_segment(const Common& c, const SegmentOptions& o) {
     prep.width = vc.image_width;
     prep.do_center_crop = false;
   }
-  seg.with_background = background;
+}
 
-  // --- inputs: counted once for the progress bar, then streamed ---
-  auto wanted = [&](const InputItem& item) {
+std::vector<torch::Tensor> SegmentModel::hf_forward(const torch::Tensor& pixels) {
+  auto vision = model_->vision_model(pixels, false, true);
+  return {model_->segmentation_logits(vision, class_embeds_model_, pixels.size(2), pixels.size(3))};
+}
+
+BatchScores SegmentModel::run(const std::vector<Prepared>& batch) {
+  torch::NoGradGuard no_grad;
+  BatchScores out;
+  out.groups.resize(batch.size());
+  std::vector<std::array<int64_t, 2>> sizes;
+  for (const auto& p : batch) sizes.push_back({p.original.height, p.original.width});
+  if (r_.nvlabs) {
+    std::vector<torch::Tensor> images;
+    for (const auto& p : batch) images.push_back(to_device(p.pixels, device, torch::kFloat));
+    out.scores = groupvit::nvlabs_segment(*model_, images, class_embeds_.to(device), sizes, r_.head);
+    out.saved = out.scores;
+  } else {
+    std::vector<torch::Tensor> px;
+    for (const auto& p : batch) px.push_back(p.pixels);
+    auto pixels = stack_to_device(px, device, dtype_);
+    auto logits = (graphs ? (*graphs)(pixels) : hf_forward(pixels)).front().to(torch::kFloat);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      out.saved.push_back(logits[static_cast<int64_t>(i)]);
+      out.scores.push_back(torch::nn::functional::interpolate(logits[static_cast<int64_t>(i)].unsqueeze(0),
+                                                              torch::nn::functional::InterpolateFuncOptions()
+                                                                  .size(std::vector<int64_t>{sizes[i][0], sizes[i][1]})
+                                                                  .mode(torch::kBilinear)
+                                                                  .align_corners(false))
+                               .squeeze(0));
+    }
+  }
+  if (o_.save_groups)
+    for (size_t i = 0; i < batch.size(); ++i)
+      out.groups[i] = groupvit::group_masks(*model_, batch[i].pixels.to(device), sizes[i]);
+  return out;
+}
+
+// --- inputs ----------------------------------------------------------------------------------
+
+// Which inputs this run segments: those of its shard, less (--resume) those recorded as done whose
+// label map is there.
+struct InputFilter {
+  const Shard& shard;
+  const std::unordered_set<std::string>& done;
+  const OutputDir& out;
+  int64_t stages;
+  bool operator()(const InputItem& item) const {
     if (!shard.contains(item.key)) return false;
-    return !(done.count(item.key) && file_exists(paths_for(item.key, stages).labels));
-  };
-  int64_t total = 0, skipped = 0;
-  for_each_input(o.inputs, extensions, [&](const InputItem& item) {
-    if (shard.contains(item.key)) (wanted(item) ? total : skipped) += 1;
+    return !(done.count(item.key) && file_exists(out.paths_for(item.key, stages).labels));
+  }
+};
+
+struct InputCounts {
+  int64_t total = 0;    // to segment: the progress bar's total
+  int64_t skipped = 0;  // of this shard, but already done
+};
+
+// One pass over the inputs before the streaming one, for the progress bar.
+InputCounts count_inputs(const SegmentOptions& o, const SegmentRequest& r, const InputFilter& wanted) {
+  InputCounts n;
+  for_each_input(o.inputs, r.extensions, [&](const InputItem& item) {
+    if (r.shard.contains(item.key)) (wanted(item) ? n.total : n.skipped) += 1;
     return true;
   });
+  return n;
+}
 
-  install_stop_handlers();
-  const size_t workers = static_cast<size_t>(
-      o.workers > 0 ? o.workers : std::max(1, std::min(4, static_cast<int>(std::thread::hardware_concurrency()) - 1)));
-  WorkQueue<InputItem> todo(static_cast<size_t>(o.batch_size) * 2 + workers);
-  WorkQueue<Prepared> ready(static_cast<size_t>(o.batch_size) * 2 + workers);
-  // On the CPU the model's intra-op threads already use every core (and spin between operators),
-  // so writer threads only compete with them; on a GPU the cores are otherwise idle. The queue
-  // holds one batch: nvlabs logits at the original size can be large.
-  const size_t writer_count = static_cast<size_t>(o.writers >= 0     ? o.writers
-                                                  : device.is_cuda() ? static_cast<int>(workers)
-                                                                     : 0);
-  WorkQueue<ToWrite> to_write(static_cast<size_t>(o.batch_size));
-  std::vector<std::thread> pool, writers;
-  std::string enumerate_error;
-  std::thread enumerator([&] {
-    try {
-      for_each_input(o.inputs, extensions, [&](const InputItem& item) { return !wanted(item) || todo.push(item); });
-    } catch (const std::exception& e) {
-      enumerate_error = e.what();
-    }
-    todo.close();
-  });
-  auto stop_pipeline = [&] {
-    todo.abort();
-    ready.abort();
-    to_write.abort();
-    if (enumerator.joinable()) enumerator.join();
-    join_all(pool);
-    join_all(writers);
-  };
-  std::atomic<size_t> workers_left{workers};
+// --- what the model's thread and the writers share ---------------------------------------------
+
+// results.jsonl, errors.jsonl, the progress display and the counts, under one mutex.
+class RunLog {
+ public:
+  RunLog(LineAppender& results, LineAppender& errors, Progress& progress)
+      : results_(results), errors_(errors), progress_(progress) {}
+
+  // An image that failed (decoding, the model, writing): its line in errors.jsonl.
+  void record_error(const Prepared& p, const std::string& what) {
+    const std::lock_guard<std::mutex> lock(mu_);
+    errors_.append(json{{"input", p.item.path}, {"key", p.item.key}, {"error", what}}.dump());
+    ++failed;
+    progress_.update(processed, failed);
+  }
+  // An image whose outputs are all written: its line in results.jsonl.
+  void record_done(const json& line) {
+    const std::lock_guard<std::mutex> lock(mu_);
+    results_.append(line.dump());
+    ++processed;
+    progress_.update(processed, failed);
+  }
+
+  int64_t processed = 0, failed = 0;  // read without the lock only once the other threads are joined
+
+ private:
+  LineAppender& results_;
+  LineAppender& errors_;
+  Progress& progress_;
+  std::mutex mu_;
+};
+
+// --- writing one image's outputs -----------------------------------------------------------------
+
+// {label: fraction of the image's pixels} for the labels present.
+json pixel_share(const std::vector<uint8_t>& label_map, const std::vector<std::string>& names, int64_t pixels) {
+  std::vector<int64_t> counts(names.size(), 0);
+  for (uint8_t l : label_map) ++counts[l];
+  json share = json::object();
+  for (size_t l = 0; l < names.size(); ++l)
+    if (counts[l]) share[names[l]] = static_cast<double>(counts[l]) / static_cast<double>(pixels);
+  return share;
+}
+
+// Encodes and writes one image's outputs, on a writer thread (or the model's when there are none).
+class ImageWriter {
+ public:
+  ImageWriter(const SegmentOptions& o, const OutputDir& out, const std::vector<std::string>& names, int64_t stages,
+              RunLog& log)
+      : o_(o), out_(out), names_(names), stages_(stages), log_(log) {}
+
+  // The image counts as done (its line in results.jsonl) only once everything is written. A
+  // failed write is recorded in errors.jsonl, except an OutputError saying that the output
+  // location is unusable: that one is thrown, since every later image would fail the same way.
+  void write(const ToWrite& w) const;
+
+ private:
+  // Writes the image's files; returns the "outputs" of its results line.
+  json write_files(const ToWrite& w) const;
+
+  const SegmentOptions& o_;
+  const OutputDir& out_;
+  const std::vector<std::string>& names_;
+  int64_t stages_;
+  RunLog& log_;
+  const std::vector<std::array<uint8_t, 3>> palette_ = groupvit::label_palette();
+  const std::vector<std::array<uint8_t, 3>> group_palette_ = groupvit::label_palette();
+};
+
+void ImageWriter::write(const ToWrite& w) const {
+  const auto& p = w.p;
+  const auto t1 = Clock::now();
   try {
-    for (size_t w = 0; w < workers; ++w)
-      pool.emplace_back([&] {
-        while (auto item = todo.pop()) {
+    const int64_t h = p.original.height, wd = p.original.width;
+    const json share = pixel_share(w.labels, names_, h * wd);
+    const json outputs = write_files(w);
+    json line = {
+        {"input", p.item.path},
+        {"key", p.item.key},
+        {"width", wd},
+        {"height", h},
+        {"mode", o_.mode},
+        {"labels", names_},
+        {"pixel_share", share},
+        {"outputs", outputs},
+        {"timings_ms", {{"decode_preprocess", p.prep_ms}, {"model", w.model_ms}, {"write", w.host_ms + ms_since(t1)}}}};
+    log_.record_done(line);  // last: the image counts as done only once everything is written
+  } catch (const OutputError& e) {
+    if (e.location_unusable()) throw;  // every later image would fail the same way: stop
+    log_.record_error(p, std::string("writing outputs: ") + e.what());
+  } catch (const std::exception& e) {
+    log_.record_error(p, std::string("writing outputs: ") + e.what());
+  }
+}
+
+json ImageWriter::write_files(const ToWrite& w) const {
+  const auto& p = w.p;
+  const auto paths = out_.paths_for(p.item.key, stages_);
+  const int64_t h = p.original.height, wd = p.original.width;
+  const std::vector<std::array<uint8_t, 3>> label_colours(
+      palette_.begin(), palette_.begin() + static_cast<std::ptrdiff_t>(names_.size()));
+  const auto png = groupvit::encode_paletted_png(w.labels, h, wd, label_colours);
+  write_file_atomic(paths.labels, png.data(), png.size());
+  json outputs = {{"labels", paths.labels}};
+  if (!o_.no_overlay) {
+    const auto overlay = overlay_image(p.original, w.labels, names_, palette_, out_.overlay_ext);
+    write_file_atomic(paths.overlay, overlay.data(), overlay.size());
+    outputs["overlay"] = paths.overlay;
+  }
+  if (o_.save_logits) {
+    const auto& t = w.logits;
+    std::vector<float> v(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+    write_file_atomic(paths.logits, npy_bytes(v, t.sizes().vec()));
+    outputs["logits"] = paths.logits;
+  }
+  if (o_.save_groups) {
+    outputs["groups"] = json::array();
+    for (size_t st = 0; st < w.groups.size() && st < paths.groups.size(); ++st) {
+      const auto gpng = groupvit::encode_paletted_png(w.groups[st], h, wd, group_palette_);
+      write_file_atomic(paths.groups[st], gpng.data(), gpng.size());
+      outputs["groups"].push_back(paths.groups[st]);
+    }
+  }
+  return outputs;
+}
+
+// --- the threads around the model's ----------------------------------------------------------------
+
+// Inputs stream from an enumerator thread through `todo` to the decode/preprocess workers, whose
+// results wait in `ready` for the model's thread; writer threads take host results from
+// `to_write`. The queues are bounded, so a list of millions of images never sits in memory.
+class Pipeline {
+ public:
+  Pipeline(size_t batch_size, size_t workers)
+      : workers_(workers),
+        todo_(batch_size * 2 + workers),
+        ready_(batch_size * 2 + workers),
+        to_write_(batch_size),  // one batch: nvlabs logits at the original size can be large
+        workers_left_(workers) {}
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+  ~Pipeline() { stop(); }  // also on the way out of an error: a joinable std::thread must not be destroyed
+
+  // The enumerator: the inputs that `wanted` accepts, in order. Its error (an input that does not
+  // exist) is kept for enumerate_error(): the images before it are still segmented.
+  void start_enumerator(const SegmentOptions& o, const SegmentRequest& r, std::function<bool(const InputItem&)> wanted);
+  void start_workers(const groupvit::ImagePreprocessConfig& prep);
+  void start_writers(size_t count, const ImageWriter& writer);
+
+  // The next decoded and preprocessed image; none once all are done or the pipeline stopped.
+  std::optional<Prepared> next() { return ready_.pop(); }
+  bool has_writers() const { return !writers_.empty(); }
+  // To the writers; false when they stopped (rethrow_fatal says why).
+  bool hand_over(ToWrite w) { return to_write_.push(std::move(w)); }
+  // The writers finish what is queued.
+  void finish_writing() {
+    to_write_.close();
+    join_all(writers_);
+  }
+  // The first error that stopped a writer (e.g. a full disk, which every later write would hit).
+  void rethrow_fatal() {
+    const std::lock_guard<std::mutex> lock(fatal_mu_);
+    if (fatal_) std::rethrow_exception(fatal_);
+  }
+  // Stops and joins every thread; may be called again.
+  void stop() {
+    todo_.abort();
+    ready_.abort();
+    to_write_.abort();
+    if (enumerator_.joinable()) enumerator_.join();
+    join_all(pool_);
+    join_all(writers_);
+  }
+  const std::string& enumerate_error() const { return enumerate_error_; }
+
+ private:
+  size_t workers_;
+  WorkQueue<InputItem> todo_;
+  WorkQueue<Prepared> ready_;
+  WorkQueue<ToWrite> to_write_;
+  std::thread enumerator_;
+  std::vector<std::thread> pool_, writers_;
+  std::string enumerate_error_;
+  std::atomic<size_t> workers_left_;
+  std::mutex fatal_mu_;
+  std::exception_ptr fatal_;
+};
+
+void Pipeline::start_enumerator(const SegmentOptions& o, const SegmentRequest& r,
+                                std::function<bool(const InputItem&)> wanted) {
+  enumerator_ = std::thread([this, inputs = &o.inputs, extensions = &r.extensions, wanted = std::move(wanted)] {
+    try {
+      for_each_input(*inputs, *extensions, [&](const InputItem& item) { return !wanted(item) || todo_.push(item); });
+    } catch (const std::exception& e) {
+      enumerate_error_ = e.what();
+    }
+    todo_.close();
+  });
+}
+
+void Pipeline::start_workers(const groupvit::ImagePreprocessConfig& prep) {
+  try {
+    for (size_t w = 0; w < workers_; ++w)
+      pool_.emplace_back([this, prep = &prep] {
+        while (auto item = todo_.pop()) {
           Prepared p;
           p.item = *item;
           const auto t0 = Clock::now();
           try {
             p.original = groupvit::decode_image_file(item->path);
-            p.pixels = groupvit::preprocess(p.original, prep);
+            p.pixels = groupvit::preprocess(p.original, *prep);
           } catch (const std::exception& e) {
             p.error = e.what();
           }
           p.prep_ms = ms_since(t0);
-          if (!ready.push(std::move(p))) break;
+          if (!ready_.push(std::move(p))) break;
         }
-        if (--workers_left == 0) ready.close();
+        if (--workers_left_ == 0) ready_.close();
       });
   } catch (...) {  // e.g. no more threads: stop the ones started
-    stop_pipeline();
+    stop();
     throw;
   }
-  Progress progress(total, o.progress_interval, !o.quiet);
-  int64_t processed = 0, failed = 0;
-  std::mutex out_mu;  // results, errors, progress and the counts: shared by the model and writer threads
-  auto record_error = [&](const Prepared& p, const std::string& what) {
-    const std::lock_guard<std::mutex> lock(out_mu);
-    errors.append(json{{"input", p.item.path}, {"key", p.item.key}, {"error", what}}.dump());
-    ++failed;
-    progress.update(processed, failed);
-  };
-  const auto palette = groupvit::label_palette();
-  const auto group_palette = groupvit::label_palette();
+}
 
-  // --- writers: PNG/JPEG encoding and file writes of one batch overlap the model's next batch ---
-  std::mutex fatal_mu;
-  std::exception_ptr fatal;  // the first error that makes every later write fail (e.g. a full disk)
-  auto rethrow_fatal = [&] {
-    const std::lock_guard<std::mutex> lock(fatal_mu);
-    if (fatal) std::rethrow_exception(fatal);
-  };
-  auto write_one = [&](ToWrite& w) {
-    const auto& p = w.p;
-    const auto t1 = Clock::now();
-    try {
-      const auto paths = paths_for(p.item.key, stages);
-      const auto& label_map = w.labels;
-      const int64_t h = p.original.height, wd = p.original.width;
-      std::vector<int64_t> counts(names.size(), 0);
-      for (uint8_t l : label_map) ++counts[l];
-      json share = json::object();
-      for (size_t l = 0; l < names.size(); ++l)
-        if (counts[l]) share[names[l]] = static_cast<double>(counts[l]) / static_cast<double>(h * wd);
-
-      const std::vector<std::array<uint8_t, 3>> label_colours(
-          palette.begin(), palette.begin() + static_cast<std::ptrdiff_t>(names.size()));
-      const auto png = groupvit::encode_paletted_png(label_map, h, wd, label_colours);
-      write_file_atomic(paths.labels, png.data(), png.size());
-      json outputs = {{"labels", paths.labels}};
-      if (!o.no_overlay) {
-        const auto overlay = overlay_image(p.original, label_map, names, palette, overlay_ext);
-        write_file_atomic(paths.overlay, overlay.data(), overlay.size());
-        outputs["overlay"] = paths.overlay;
-      }
-      if (o.save_logits) {
-        const auto& t = w.logits;
-        std::vector<float> v(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
-        write_file_atomic(paths.logits, npy_bytes(v, t.sizes().vec()));
-        outputs["logits"] = paths.logits;
-      }
-      if (o.save_groups) {
-        outputs["groups"] = json::array();
-        for (size_t st = 0; st < w.groups.size() && st < paths.groups.size(); ++st) {
-          const auto gpng = groupvit::encode_paletted_png(w.groups[st], h, wd, group_palette);
-          write_file_atomic(paths.groups[st], gpng.data(), gpng.size());
-          outputs["groups"].push_back(paths.groups[st]);
-        }
-      }
-      json line = {{"input", p.item.path},
-                   {"key", p.item.key},
-                   {"width", wd},
-                   {"height", h},
-                   {"mode", o.mode},
-                   {"labels", names},
-                   {"pixel_share", share},
-                   {"outputs", outputs},
-                   {"timings_ms",
-                    {{"decode_preprocess", p.prep_ms}, {"model", w.model_ms}, {"write", w.host_ms + ms_since(t1)}}}};
-      const std::lock_guard<std::mutex> lock(out_mu);
-      results.append(line.dump());  // last: the image counts as done only once everything is written
-      ++processed;
-      progress.update(processed, failed);
-    } catch (const OutputError& e) {
-      if (e.location_unusable()) throw;  // every later image would fail the same way: stop
-      record_error(p, std::string("writing outputs: ") + e.what());
-    } catch (const std::exception& e) {
-      record_error(p, std::string("writing outputs: ") + e.what());
-    }
-  };
+void Pipeline::start_writers(size_t count, const ImageWriter& writer) {
   try {
-    for (size_t w = 0; w < writer_count; ++w)
-      writers.emplace_back([&] {
-        while (auto item = to_write.pop()) {
+    for (size_t w = 0; w < count; ++w)
+      writers_.emplace_back([this, writer = &writer] {
+        while (auto item = to_write_.pop()) {
           try {
-            write_one(*item);
+            writer->write(*item);
           } catch (...) {  // the outputs or errors.jsonl are unusable: stop all; the model thread reports it
             {
-              const std::lock_guard<std::mutex> lock(fatal_mu);
-              if (!fatal) fatal = std::current_exception();
+              const std::lock_guard<std::mutex> lock(fatal_mu_);
+              if (!fatal_) fatal_ = std::current_exception();
             }
-            to_write.abort();
-            ready.abort();
+            to_write_.abort();
+            ready_.abort();
             return;
           }
         }
       });
   } catch (...) {
-    stop_pipeline();
+    stop();
     throw;
   }
+}
 
-  try {
-    bool more = true;
-    while (more && !stop_signal()) {
-      std::vector<Prepared> batch;
-      while (static_cast<int>(batch.size()) < o.batch_size) {
-        auto p = ready.pop();
-        if (!p) {
-          more = false;
-          break;
-        }
-        if (!p->error.empty()) {
-          record_error(*p, p->error);
-          continue;
-        }
-        batch.push_back(std::move(*p));
-      }
-      rethrow_fatal();  // a writer stopped the pipeline: no model call for the rest
-      if (batch.empty()) continue;
+// --- the model's thread ---------------------------------------------------------------------------
 
-      // The model: one call per batch (nvlabs: all windows of all images together).
-      const auto t0 = Clock::now();
-      std::vector<torch::Tensor> scores;  // per image: [channels, H, W] at the original size, float
-      std::vector<torch::Tensor> saved;   // what --save-logits writes
-      std::vector<std::vector<torch::Tensor>> groups(batch.size());
-      try {
-        torch::NoGradGuard no_grad;
-        std::vector<std::array<int64_t, 2>> sizes;
-        for (const auto& p : batch) sizes.push_back({p.original.height, p.original.width});
-        if (nvlabs) {
-          std::vector<torch::Tensor> images;
-          for (const auto& p : batch) images.push_back(to_device(p.pixels, device, torch::kFloat));
-          scores = groupvit::nvlabs_segment(*model, images, class_embeds.to(device), sizes, seg);
-          saved = scores;
-        } else {
-          std::vector<torch::Tensor> px;
-          for (const auto& p : batch) px.push_back(p.pixels);
-          auto pixels = stack_to_device(px, device, dtype);
-          auto logits = (graphs ? (*graphs)(pixels) : hf_forward(pixels)).front().to(torch::kFloat);
-          for (size_t i = 0; i < batch.size(); ++i) {
-            saved.push_back(logits[static_cast<int64_t>(i)]);
-            scores.push_back(
-                torch::nn::functional::interpolate(logits[static_cast<int64_t>(i)].unsqueeze(0),
-                                                   torch::nn::functional::InterpolateFuncOptions()
-                                                       .size(std::vector<int64_t>{sizes[i][0], sizes[i][1]})
-                                                       .mode(torch::kBilinear)
-                                                       .align_corners(false))
-                    .squeeze(0));
-          }
-        }
-        if (o.save_groups)
-          for (size_t i = 0; i < batch.size(); ++i)
-            groups[i] = groupvit::group_masks(*model, batch[i].pixels.to(device), sizes[i]);
-      } catch (const c10::Error& e) {
-        for (const auto& p : batch) record_error(p, std::string("model: ") + e.what_without_backtrace());
-        continue;
-      } catch (const std::exception& e) {
-        for (const auto& p : batch) record_error(p, std::string("model: ") + e.what());
-        continue;
-      }
-      const double model_ms = ms_since(t0) / static_cast<double>(batch.size());
+// What the model's thread works with.
+struct ModelThread {
+  const SegmentOptions& o;
+  const SegmentRequest& r;
+  SegmentModel& model;
+  Pipeline& pipeline;
+  const ImageWriter& writer;
+  RunLog& log;
 
-      // Tensor work stays on this thread (the device's stream, LibTorch's thread pool); the
-      // writers get plain host buffers.
-      for (size_t i = 0; i < batch.size(); ++i) {
-        const auto t1 = Clock::now();
-        ToWrite w;
-        try {
-          torch::NoGradGuard no_grad;
-          auto label_t = scores[i].argmax(0);
-          if (!background) label_t = label_t + 1;  // no background channel: classes start at 1
-          label_t = label_t.to(torch::kCPU, torch::kByte).contiguous();
-          w.labels.assign(label_t.data_ptr<uint8_t>(), label_t.data_ptr<uint8_t>() + label_t.numel());
-          if (o.save_logits) w.logits = saved[i].to(torch::kCPU, torch::kFloat).contiguous();
-          for (const auto& g : groups[i]) {
-            auto gc = g.to(torch::kCPU, torch::kByte).contiguous();
-            w.groups.emplace_back(gc.data_ptr<uint8_t>(), gc.data_ptr<uint8_t>() + gc.numel());
-          }
-        } catch (const std::exception& e) {
-          record_error(batch[i], std::string("writing outputs: ") + e.what());
-          continue;
-        }
-        w.p = std::move(batch[i]);
-        w.p.pixels = torch::Tensor();  // the writers need the decoded image, not the model input
-        w.model_ms = model_ms;
-        w.host_ms = ms_since(t1);
-        if (writers.empty()) {
-          write_one(w);                             // an unusable output throws from here to the handler below
-        } else if (!to_write.push(std::move(w))) {  // aborted: a writer found the output unusable
-          rethrow_fatal();
-          more = false;
-          break;
-        }
-      }
+  // Batches until the inputs are done or a stop signal came. Throws OutputError when the
+  // outputs became unusable (here or in a writer).
+  void run();
+
+ private:
+  // Up to --batch-size images; those that failed to decode go to errors.jsonl. `more` becomes
+  // false once the workers are done.
+  std::vector<Prepared> next_batch(bool& more);
+  // Each image of a segmented batch on to the writers, or written here when there are none. False
+  // when the writers stopped.
+  bool hand_over(std::vector<Prepared>& batch, const BatchScores& out, double model_ms);
+};
+
+void ModelThread::run() {
+  bool more = true;
+  while (more && !stop_signal()) {
+    auto batch = next_batch(more);
+    pipeline.rethrow_fatal();  // a writer stopped the pipeline: no model call for the rest
+    if (batch.empty()) continue;
+    const auto t0 = Clock::now();
+    BatchScores out;
+    try {
+      out = model.run(batch);
+    } catch (const c10::Error& e) {
+      for (const auto& p : batch) log.record_error(p, std::string("model: ") + e.what_without_backtrace());
+      continue;
+    } catch (const std::exception& e) {
+      for (const auto& p : batch) log.record_error(p, std::string("model: ") + e.what());
+      continue;
     }
-    to_write.close();  // the writers finish what is queued
-    join_all(writers);
-    rethrow_fatal();
-  } catch (const OutputError& e) {  // the output location is unusable, or errors.jsonl cannot be written
-    stop_pipeline();
-    progress.finish(processed, failed);
-    std::cerr << "groupvit: error: " << e.what() << "\n"
-              << "groupvit: stopped after " << processed << " image(s), each complete and recorded in " << results_path
-              << "; fix the output location (e.g. free space) and rerun with --resume\n";
-    return kExitOutputUnusable;
-  } catch (...) {
-    stop_pipeline();
-    throw;
+    const double model_ms = ms_since(t0) / static_cast<double>(batch.size());
+    if (!hand_over(batch, out, model_ms)) more = false;
   }
-  stop_pipeline();
-  progress.finish(processed, failed);
-  if (!enumerate_error.empty()) throw UsageError(enumerate_error);
+}
 
+std::vector<Prepared> ModelThread::next_batch(bool& more) {
+  std::vector<Prepared> batch;
+  while (static_cast<int>(batch.size()) < o.batch_size) {
+    auto p = pipeline.next();
+    if (!p) {
+      more = false;
+      break;
+    }
+    if (!p->error.empty()) {
+      log.record_error(*p, p->error);
+      continue;
+    }
+    batch.push_back(std::move(*p));
+  }
+  return batch;
+}
+
+// One image's results as plain host buffers: tensor work stays on the model's thread (the
+// device's stream, LibTorch's thread pool).
+void to_host(const BatchScores& out, size_t i, bool background, bool save_logits, ToWrite& w) {
+  torch::NoGradGuard no_grad;
+  auto label_t = out.scores[i].argmax(0);
+  if (!background) label_t = label_t + 1;  // no background channel: classes start at 1
+  label_t = label_t.to(torch::kCPU, torch::kByte).contiguous();
+  w.labels.assign(label_t.data_ptr<uint8_t>(), label_t.data_ptr<uint8_t>() + label_t.numel());
+  if (save_logits) w.logits = out.saved[i].to(torch::kCPU, torch::kFloat).contiguous();
+  for (const auto& g : out.groups[i]) {
+    auto gc = g.to(torch::kCPU, torch::kByte).contiguous();
+    w.groups.emplace_back(gc.data_ptr<uint8_t>(), gc.data_ptr<uint8_t>() + gc.numel());
+  }
+}
+
+bool ModelThread::hand_over(std::vector<Prepared>& batch, const BatchScores& out, double model_ms) {
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const auto t1 = Clock::now();
+    ToWrite w;
+    try {
+      to_host(out, i, r.background, o.save_logits, w);
+    } catch (const std::exception& e) {
+      log.record_error(batch[i], std::string("writing outputs: ") + e.what());
+      continue;
+    }
+    w.p = std::move(batch[i]);
+    w.p.pixels = torch::Tensor();  // the writers need the decoded image, not the model input
+    w.model_ms = model_ms;
+    w.host_ms = ms_since(t1);
+    if (!pipeline.has_writers()) {
+      writer.write(w);                               // an unusable output throws from here to run_segment
+    } else if (!pipeline.hand_over(std::move(w))) {  // aborted: a writer found the output unusable
+      pipeline.rethrow_fatal();
+      return false;
+    }
+  }
+  return true;
+}
+
+// The --json summary, the closing lines on stderr and the exit code of a run that finished or
+// was stopped by a signal.
+int report_run(const Common& c, const SegmentOptions& o, const SegmentRequest& r, const OutputDir& out,
+               const RunLog& log, int64_t skipped, const groupvit::CudaGraphCache* graphs) {
   const int sig = stop_signal();
-  json summary = {{"processed", processed},
-                  {"failed", failed},
+  json summary = {{"processed", log.processed},
+                  {"failed", log.failed},
                   {"skipped_done", skipped},
                   {"output", o.output},
-                  {"results", results_path},
-                  {"errors", errors_path},
-                  {"shard", {{"index", shard.index}, {"count", shard.count}, {"source", shard.source}}},
+                  {"results", out.results_path},
+                  {"errors", out.errors_path},
+                  {"shard", {{"index", r.shard.index}, {"count", r.shard.count}, {"source", r.shard.source}}},
                   {"interrupted", sig != 0}};
   if (graphs)
     summary["cuda_graphs"] = {{"captured_shapes", graphs->graphs()},
                               {"replayed_batches", graphs->replays()},
                               {"fallback_reason", graphs->fallback_reason()}};
   if (c.json_output) std::cout << summary.dump() << "\n";
-  if (!o.quiet || sig || failed) {
-    std::cerr << "groupvit: segmented " << processed << " image(s) into " << o.output;
+  if (!o.quiet || sig || log.failed) {
+    std::cerr << "groupvit: segmented " << log.processed << " image(s) into " << o.output;
     if (skipped) std::cerr << ", " << skipped << " already done";
-    if (failed) std::cerr << ", " << failed << " failed (see " << errors_path << ")";
+    if (log.failed) std::cerr << ", " << log.failed << " failed (see " << out.errors_path << ")";
     std::cerr << "\n";
   }
   if (sig) {
     std::cerr << "groupvit: stopped by signal " << sig << " after finishing the current batch; rerun with --resume\n";
     return 128 + sig;
   }
-  return failed ? kExitSomeImagesFailed : kExitOk;
+  return log.failed ? kExitSomeImagesFailed : kExitOk;
+}
+
+}  // namespace
+
+int run_segment(const Common& c, const SegmentOptions& o) {
+  const auto request = check_request(c, o);
+  const OutputDir out(o, request.shard);
+  const auto done = o.resume ? finished_keys(out.results_path) : std::unordered_set<std::string>{};
+  LineAppender results(out.results_path, /*truncate=*/!o.resume);
+  LineAppender errors(out.errors_path, /*truncate=*/true);
+  SegmentModel model(c, o, request);  // the model and the label embeddings, computed once
+
+  // Inputs: counted once for the progress bar, then streamed.
+  const InputFilter wanted{request.shard, done, out, model.stages};
+  const auto counts = count_inputs(o, request, wanted);
+
+  install_stop_handlers();
+  const size_t workers = static_cast<size_t>(
+      o.workers > 0 ? o.workers : std::max(1, std::min(4, static_cast<int>(std::thread::hardware_concurrency()) - 1)));
+  // On the CPU the model's intra-op threads already use every core (and spin between operators),
+  // so writer threads only compete with them; on a GPU the cores are otherwise idle.
+  const size_t writer_count = static_cast<size_t>(o.writers >= 0           ? o.writers
+                                                  : model.device.is_cuda() ? static_cast<int>(workers)
+                                                                           : 0);
+  Progress progress(counts.total, o.progress_interval, !o.quiet);
+  RunLog log(results, errors, progress);
+  const ImageWriter writer(o, out, request.names, model.stages, log);
+  // Last of the locals: its threads use everything above, and it joins them when destroyed.
+  Pipeline pipeline(static_cast<size_t>(o.batch_size), workers);
+  pipeline.start_enumerator(o, request, wanted);
+  pipeline.start_workers(model.prep);
+  pipeline.start_writers(writer_count, writer);
+
+  try {
+    ModelThread{o, request, model, pipeline, writer, log}.run();
+    pipeline.finish_writing();
+    pipeline.rethrow_fatal();
+  } catch (const OutputError& e) {  // the output location is unusable, or errors.jsonl cannot be written
+    pipeline.stop();
+    progress.finish(log.processed, log.failed);
+    std::cerr << "groupvit: error: " << e.what() << "\n"
+              << "groupvit: stopped after " << log.processed << " image(s), each complete and recorded in "
+              << out.results_path << "; fix the output location (e.g. free space) and rerun with --resume\n";
+    return kExitOutputUnusable;
+  } catch (...) {
+    pipeline.stop();
+    throw;
+  }
+  pipeline.stop();
+  progress.finish(log.processed, log.failed);
+  if (!pipeline.enumerate_error().empty()) throw UsageError(pipeline.enumerate_error());
+  return report_run(c, o, request, out, log, counts.skipped, model.graphs.get());
 }
 
 }  // namespace groupvit_cli

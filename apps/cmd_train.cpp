@@ -14,6 +14,7 @@
 #include "groupvit/image/image_io.h"
 #include "groupvit/preprocess/image_preprocess.h"
 #include "groupvit/preprocess/tokenizer_torch.h"
+#include "groupvit/text/prompt_templates.h"
 #include "groupvit/train/training.h"
 #include "groupvit/model/weights.h"
 
@@ -178,11 +179,6 @@ class EpochOrder {
   std::mutex mutex_;
 };
 
-std::string fill_template(const std::string& tmpl, const std::string& text) {
-  const auto at = tmpl.find("{}");
-  return at == std::string::npos ? tmpl + text : tmpl.substr(0, at) + text + tmpl.substr(at + 2);
-}
-
 groupvit::ImagePreprocessConfig training_preprocessor(const groupvit::GroupViTConfig& config) {
   auto p = groupvit::ImagePreprocessConfig::clip_default();
   const auto& vc = config.vision_config;
@@ -212,6 +208,212 @@ std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read " + path);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void check_train_options(const TrainCliOptions& o) {
+  o.train.validate();
+  if (o.config.empty() && o.init.empty()) throw UsageError("give --config (from scratch) or --init (fine-tune)");
+  if (!o.config.empty() && o.tokenizer.empty()) throw UsageError("--config needs --tokenizer");
+  if (o.save_every < 0 || o.stop_after < 0 || o.log_every < 1 || o.workers < 1)
+    throw UsageError("--save-every/--stop-after must be >= 0, --log-every/--workers >= 1");
+}
+
+// What a run trains: the model of --init (its weights, tokenizer and preprocessing) or a new one
+// of --config (with --tokenizer's files and CLIP's preprocessing at the config's image size).
+struct TrainModel {
+  TrainModel(const TrainCliOptions& o, torch::Device device);
+
+  std::string tokenizer_dir;
+  groupvit::ClipTokenizer tokenizer;
+  groupvit::GroupViTModel model{nullptr};
+  groupvit::ImagePreprocessConfig prep;
+};
+
+TrainModel::TrainModel(const TrainCliOptions& o, torch::Device device)
+    : tokenizer_dir(o.init.empty() ? o.tokenizer : o.init),
+      tokenizer(groupvit::ClipTokenizer::from_directory(tokenizer_dir)) {
+  torch::manual_seed(o.train.seed);
+  if (!o.init.empty()) {
+    check_model_dir(o.init);
+    model = groupvit::load_model(o.init, {device, torch::kFloat});
+    prep = groupvit::ImagePreprocessConfig::for_model_dir(o.init);
+  } else {
+    model = groupvit::GroupViTModel(groupvit::GroupViTConfig::from_file(o.config));
+    groupvit::initialize_for_training(*model);
+    model->to(device);
+    prep = training_preprocessor(model->config());
+  }
+  groupvit::keep_freed_memory_for_reuse();  // every step allocates the same activations again
+}
+
+// The batch of a step: a pure function of (seed, step), whichever worker thread builds it.
+class BatchMaker {
+ public:
+  BatchMaker(const TrainCliOptions& o, const TrainModel& m, const std::vector<Sample>& samples)
+      : o_(o), m_(m), samples_(samples), order_(samples.size(), o.train.seed) {}
+
+  groupvit::TrainBatch operator()(int64_t step) {
+    std::vector<torch::Tensor> pixels;
+    std::vector<std::string> texts;
+    for (int64_t i = 0; i < o_.train.batch_size; ++i) {
+      const auto& s = samples_[order_.at(step * o_.train.batch_size + i)];
+      std::mt19937_64 rng(mix(o_.train.seed, static_cast<uint64_t>(step), static_cast<uint64_t>(i) + 2));
+      pixels.push_back(image(s, rng));
+      texts.push_back(s.caption);
+      // K phrases: a seeded shuffle, repeated when the caption has fewer; the caption itself
+      // stands in when it has none.
+      std::vector<std::string> phrases = s.phrases.empty() ? std::vector<std::string>{s.caption} : s.phrases;
+      std::shuffle(phrases.begin(), phrases.end(), rng);
+      for (int64_t j = 0; j < o_.train.phrases_per_image; ++j)
+        texts.push_back(groupvit::fill_template(o_.phrase_template, phrases[static_cast<size_t>(j) % phrases.size()]));
+    }
+    auto tokens = groupvit::tokenize_to_tensors(m_.tokenizer, texts, groupvit::Padding::Longest,
+                                                m_.model->config().text_config.max_position_embeddings);
+    return groupvit::TrainBatch{torch::stack(pixels), tokens.input_ids, tokens.attention_mask};
+  }
+
+ private:
+  // A sample's pixel_values, flipped by the sample's first draw with --hflip.
+  torch::Tensor image(const Sample& s, std::mt19937_64& rng) const {
+    torch::Tensor image;
+    try {
+      image = groupvit::preprocess(groupvit::decode_image_file(s.image), m_.prep);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("training image " + s.image + ": " + e.what());
+    }
+    if (o_.hflip && (rng() & 1)) image = image.flip({2});
+    return image;
+  }
+
+  const TrainCliOptions& o_;
+  const TrainModel& m_;
+  const std::vector<Sample>& samples_;
+  EpochOrder order_;
+};
+
+// Writes checkpoint.pt and the model directory: the weights, and beside them the tokenizer and
+// preprocessor files, recorded in its checksums.sha256 like the weights.
+struct ModelDirSaver {
+  const TrainCliOptions& o;
+  const TrainModel& m;
+  const groupvit::Trainer& trainer;
+  const std::string& checkpoint;
+  torch::Dtype dtype;
+
+  void operator()() const {
+    trainer.save_checkpoint(checkpoint);
+    groupvit::save_model(*m.model, o.output, dtype);
+    std::vector<groupvit::AtomicFile> files;
+    for (const char* name : kTokenizerFiles) {
+      const auto from = (fs::path(m.tokenizer_dir) / name).string();
+      if (!file_exists(from)) continue;
+      files.emplace_back((fs::path(o.output) / name).string());
+      files.back().write(read_file(from));
+    }
+    files.emplace_back((fs::path(o.output) / kPreprocessorFile).string());
+    files.back().write(preprocessor_json(m.prep));
+    groupvit::commit_with_checksums(files);
+  }
+};
+
+// train_run.json: what the run was asked for.
+void write_run_file(const TrainCliOptions& o, size_t samples, torch::Device device) {
+  json run = {{"data", o.data},
+              {"samples", samples},
+              {"from", o.init.empty() ? "config " + o.config : "model " + o.init},
+              {"options", json::parse(o.train.to_json_string())},
+              {"phrase_template", o.phrase_template},
+              {"hflip", o.hflip},
+              {"threads", torch::get_num_threads()},
+              {"device", device.str()}};
+  write_file_atomic((fs::path(o.output) / kRunFile).string(), run.dump(2) + "\n");
+}
+
+// train_log.jsonl afresh, keeping (with --resume) the lines of the steps already done, so that a
+// resumed run's log reads as one run.
+void restart_log(const std::string& log_path, bool resume, int64_t steps_done) {
+  std::string kept;
+  if (resume)
+    for (const auto& line : read_complete_lines_and_trim(log_path)) {
+      try {
+        if (json::parse(line).at("step").get<int64_t>() <= steps_done) kept += line + "\n";
+      } catch (const std::exception&) {
+      }
+    }
+  write_file_atomic(log_path, kept);
+}
+
+// The mean losses over the steps since the last line of train_log.jsonl.
+struct LossWindow {
+  double loss = 0, contrastive = 0, multi_label = 0;
+  int64_t steps = 0;
+
+  void add(const groupvit::StepResult& r) {
+    loss += r.loss;
+    contrastive += r.contrastive_loss;
+    multi_label += r.multi_label_loss;
+    ++steps;
+  }
+  json line(int64_t step, const groupvit::StepResult& r, double images_per_s, double elapsed) const {
+    return json{{"step", step},
+                {"loss", loss / static_cast<double>(steps)},
+                {"contrastive_loss", contrastive / static_cast<double>(steps)},
+                {"multi_label_loss", multi_label / static_cast<double>(steps)},
+                {"lr", r.lr},
+                {"grad_norm", r.grad_norm},
+                {"logit_scale", r.logit_scale},
+                {"images_per_s", images_per_s},
+                {"elapsed_s", elapsed}};
+  }
+};
+
+struct StepsOutcome {
+  groupvit::StepResult last;  // of the last step taken
+  double seconds = 0;         // from the first step to the last save
+  int stop_code = 0;          // 128 + the signal when one stopped the run (saved, to continue with --resume)
+};
+
+// Steps [first, last): a train_log.jsonl line every --log-every steps, the progress line, the
+// model directory every --save-every steps and at the end; a stop signal saves and ends the run
+// after its step.
+StepsOutcome train_steps(const TrainCliOptions& o, groupvit::Trainer& trainer, BatchLoader& loader, LineAppender& log,
+                         Progress& progress, const ModelDirSaver& save_all, const std::string& checkpoint,
+                         int64_t first, int64_t last) {
+  StepsOutcome out;
+  auto& r = out.last;
+  LossWindow window;
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t step = first; step < last; ++step) {
+    r = trainer.step(loader.get(step));
+    if (!std::isfinite(r.loss)) {
+      throw std::runtime_error("the loss became " + std::to_string(r.loss) + " at step " + std::to_string(step + 1) +
+                               " (try a lower --lr); the last checkpoint is " + checkpoint);
+    }
+    window.add(r);
+    const int64_t done = step + 1;
+    const double elapsed = seconds_since(start);
+    const double images_per_s = static_cast<double>((done - first) * o.train.batch_size) / std::max(elapsed, 1e-9);
+    if (done % o.log_every == 0 || done == last) {
+      log.append(window.line(done, r, images_per_s, elapsed).dump());
+      window = LossWindow();
+    }
+    char note[96];
+    std::snprintf(note, sizeof note, "loss %.4f, %.1f images/s", r.loss, images_per_s);
+    progress.set_note(note);
+    progress.update(done, 0);
+    if (o.save_every > 0 && done % o.save_every == 0 && done < last) save_all();
+    if (stop_signal() != 0) {
+      save_all();
+      progress.finish(done, 0);
+      std::cerr << "groupvit: stopped by signal after step " << done << "; continue with --resume\n";
+      out.stop_code = 128 + stop_signal();
+      return out;
+    }
+  }
+  save_all();
+  progress.finish(last, 0);
+  out.seconds = seconds_since(start);
+  return out;
 }
 
 }  // namespace
@@ -258,43 +460,17 @@ void add_train_options(CLI::App* cmd, TrainCliOptions& o) {
       ->capture_default_str();
   cmd->add_option("--workers", o.workers, "data loading threads")->capture_default_str();
   cmd->add_option("--log-every", o.log_every, "steps between train_log.jsonl lines")->capture_default_str();
-  cmd->add_option("--progress-interval", o.progress_interval, "seconds between progress lines when not on a terminal")
-      ->capture_default_str();
-  cmd->add_flag("--quiet", o.quiet, "no progress output");
+  add_progress_options(cmd, o.progress_interval, o.quiet);
 }
 
 int run_train(const Common& c, const TrainCliOptions& o) {
-  o.train.validate();
-  if (o.config.empty() && o.init.empty()) throw UsageError("give --config (from scratch) or --init (fine-tune)");
-  if (!o.config.empty() && o.tokenizer.empty()) throw UsageError("--config needs --tokenizer");
-  if (o.save_every < 0 || o.stop_after < 0 || o.log_every < 1 || o.workers < 1)
-    throw UsageError("--save-every/--stop-after must be >= 0, --log-every/--workers >= 1");
+  check_train_options(o);
   const auto device = parse_device(c.device);
   if (c.threads > 0) torch::set_num_threads(c.threads);
-
-  // --- model, tokenizer, preprocessing ---
-  const std::string tokenizer_dir = o.init.empty() ? o.tokenizer : o.init;
-  auto tokenizer = groupvit::ClipTokenizer::from_directory(tokenizer_dir);
-  groupvit::GroupViTModel model{nullptr};
-  groupvit::ImagePreprocessConfig prep;
-  torch::manual_seed(o.train.seed);
-  if (!o.init.empty()) {
-    check_model_dir(o.init);
-    model = groupvit::load_model(o.init, {device, torch::kFloat});
-    prep = groupvit::ImagePreprocessConfig::for_model_dir(o.init);
-  } else {
-    model = groupvit::GroupViTModel(groupvit::GroupViTConfig::from_file(o.config));
-    groupvit::initialize_for_training(*model);
-    model->to(device);
-    prep = training_preprocessor(model->config());
-  }
-  groupvit::keep_freed_memory_for_reuse();  // every step allocates the same activations again
-  const auto& config = model->config();
-  const int64_t context = config.text_config.max_position_embeddings;
-  const int64_t k = o.train.phrases_per_image;
+  const TrainModel m(o, device);
   const auto samples = read_captions(o.data);
 
-  groupvit::Trainer trainer(model, o.train);
+  groupvit::Trainer trainer(m.model, o.train);
   // Held until the command exits: a second train (or a converter) into the same directory would
   // mix its checkpoints and weights with this run's.
   const groupvit::DirectoryLock lock(o.output, "groupvit train");
@@ -307,133 +483,32 @@ int run_train(const Common& c, const TrainCliOptions& o) {
   // a run from --init and one from --config see the same noise sequence.
   if (!o.resume) torch::manual_seed(o.train.seed + 1);
 
-  // --- data: each step's batch is a pure function of (seed, step) ---
-  EpochOrder order(samples.size(), o.train.seed);
-  auto make_batch = [&](int64_t step) {
-    std::vector<torch::Tensor> pixels;
-    std::vector<std::string> texts;
-    for (int64_t i = 0; i < o.train.batch_size; ++i) {
-      const auto& s = samples[order.at(step * o.train.batch_size + i)];
-      std::mt19937_64 rng(mix(o.train.seed, static_cast<uint64_t>(step), static_cast<uint64_t>(i) + 2));
-      torch::Tensor image;
-      try {
-        image = groupvit::preprocess(groupvit::decode_image_file(s.image), prep);
-      } catch (const std::exception& e) {
-        throw std::runtime_error("training image " + s.image + ": " + e.what());
-      }
-      if (o.hflip && (rng() & 1)) image = image.flip({2});
-      pixels.push_back(image);
-      texts.push_back(s.caption);
-      // K phrases: a seeded shuffle, repeated when the caption has fewer; the caption itself
-      // stands in when it has none.
-      std::vector<std::string> phrases = s.phrases.empty() ? std::vector<std::string>{s.caption} : s.phrases;
-      std::shuffle(phrases.begin(), phrases.end(), rng);
-      for (int64_t j = 0; j < k; ++j)
-        texts.push_back(fill_template(o.phrase_template, phrases[static_cast<size_t>(j) % phrases.size()]));
-    }
-    auto tokens = groupvit::tokenize_to_tensors(tokenizer, texts, groupvit::Padding::Longest, context);
-    return groupvit::TrainBatch{torch::stack(pixels), tokens.input_ids, tokens.attention_mask};
-  };
-
-  // --- outputs ---
-  const auto save_dtype = parse_dtype(o.save_dtype);
-  auto save_all = [&] {
-    trainer.save_checkpoint(checkpoint);
-    groupvit::save_model(*model, o.output, save_dtype);
-    // The rest of a model directory, recorded in its checksums.sha256 like the weights.
-    std::vector<groupvit::AtomicFile> files;
-    for (const char* name : kTokenizerFiles) {
-      const auto from = (fs::path(tokenizer_dir) / name).string();
-      if (!file_exists(from)) continue;
-      files.emplace_back((fs::path(o.output) / name).string());
-      files.back().write(read_file(from));
-    }
-    files.emplace_back((fs::path(o.output) / kPreprocessorFile).string());
-    files.back().write(preprocessor_json(prep));
-    groupvit::commit_with_checksums(files);
-  };
-  json run = {{"data", o.data},
-              {"samples", samples.size()},
-              {"from", o.init.empty() ? "config " + o.config : "model " + o.init},
-              {"options", json::parse(o.train.to_json_string())},
-              {"phrase_template", o.phrase_template},
-              {"hflip", o.hflip},
-              {"threads", torch::get_num_threads()},
-              {"device", device.str()}};
-  write_file_atomic((fs::path(o.output) / kRunFile).string(), run.dump(2) + "\n");
-  // The log keeps the lines of the steps already done, so a resumed run's log reads as one run.
-  {
-    std::string kept;
-    const auto log_path = (fs::path(o.output) / kLogFile).string();
-    if (o.resume)
-      for (const auto& line : read_complete_lines_and_trim(log_path)) {
-        try {
-          if (json::parse(line).at("step").get<int64_t>() <= trainer.step_count()) kept += line + "\n";
-        } catch (const std::exception&) {
-        }
-      }
-    write_file_atomic(log_path, kept);
-  }
+  BatchMaker make_batch(o, m, samples);  // each step's batch is a pure function of (seed, step)
+  const ModelDirSaver save_all{o, m, trainer, checkpoint, parse_dtype(o.save_dtype)};
+  write_run_file(o, samples.size(), device);
+  restart_log((fs::path(o.output) / kLogFile).string(), o.resume, trainer.step_count());
   LineAppender log((fs::path(o.output) / kLogFile).string());
 
   const int64_t first = trainer.step_count();
   const int64_t last = o.stop_after > 0 ? std::min(o.stop_after, o.train.steps) : o.train.steps;
   install_stop_handlers();
   Progress progress(o.train.steps, o.progress_interval, !o.quiet, "steps");
-  BatchLoader loader(make_batch, first, last, static_cast<size_t>(o.workers), 2 * o.workers + 2);
-  const auto start = std::chrono::steady_clock::now();
-  double loss_sum = 0, contrastive_sum = 0, multi_sum = 0;
-  int64_t in_window = 0;
-  groupvit::StepResult r;
-  for (int64_t step = first; step < last; ++step) {
-    r = trainer.step(loader.get(step));
-    if (!std::isfinite(r.loss)) {
-      throw std::runtime_error("the loss became " + std::to_string(r.loss) + " at step " + std::to_string(step + 1) +
-                               " (try a lower --lr); the last checkpoint is " + checkpoint);
-    }
-    loss_sum += r.loss;
-    contrastive_sum += r.contrastive_loss;
-    multi_sum += r.multi_label_loss;
-    ++in_window;
-    const int64_t done = step + 1;
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double images_per_s = static_cast<double>((done - first) * o.train.batch_size) / std::max(elapsed, 1e-9);
-    if (done % o.log_every == 0 || done == last) {
-      log.append(json{{"step", done},
-                      {"loss", loss_sum / static_cast<double>(in_window)},
-                      {"contrastive_loss", contrastive_sum / static_cast<double>(in_window)},
-                      {"multi_label_loss", multi_sum / static_cast<double>(in_window)},
-                      {"lr", r.lr},
-                      {"grad_norm", r.grad_norm},
-                      {"logit_scale", r.logit_scale},
-                      {"images_per_s", images_per_s},
-                      {"elapsed_s", elapsed}}
-                     .dump());
-      loss_sum = contrastive_sum = multi_sum = 0;
-      in_window = 0;
-    }
-    char note[96];
-    std::snprintf(note, sizeof note, "loss %.4f, %.1f images/s", r.loss, images_per_s);
-    progress.set_note(note);
-    progress.update(done, 0);
-    if (o.save_every > 0 && done % o.save_every == 0 && done < last) save_all();
-    if (stop_signal() != 0) {
-      save_all();
-      progress.finish(done, 0);
-      std::cerr << "groupvit: stopped by signal after step " << done << "; continue with --resume\n";
-      return 128 + stop_signal();
-    }
-  }
-  save_all();
-  progress.finish(last, 0);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  json summary = {{"output", o.output},       {"steps", last},          {"loss", r.loss},
-                  {"seconds", seconds},       {"finished", last == o.train.steps}};
+  BatchLoader loader([&make_batch](int64_t step) { return make_batch(step); }, first, last,
+                     static_cast<size_t>(o.workers), 2 * o.workers + 2);
+  const auto outcome = train_steps(o, trainer, loader, log, progress, save_all, checkpoint, first, last);
+  if (outcome.stop_code) return outcome.stop_code;
+
+  json summary = {{"output", o.output},
+                  {"steps", last},
+                  {"loss", outcome.last.loss},
+                  {"seconds", outcome.seconds},
+                  {"finished", last == o.train.steps}};
   if (c.json_output)
     std::cout << summary.dump() << "\n";
   else
     std::cout << "groupvit: trained to step " << last << " of " << o.train.steps << " in "
-              << format_duration(seconds) << ", last loss " << r.loss << "; model in " << o.output << "\n";
+              << format_duration(outcome.seconds) << ", last loss " << outcome.last.loss << "; model in " << o.output
+              << "\n";
   return 0;
 }
 

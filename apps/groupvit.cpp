@@ -5,8 +5,8 @@
 #include "cli_common.h"
 #include "inputs.h"
 
-#include "groupvit/image/image_io.h"
-#include "groupvit/preprocess/image_preprocess.h"
+#include "groupvit/groupvit.h"
+#include "groupvit/image/image.h"
 #include "groupvit/preprocess/tokenizer_torch.h"
 #include "groupvit/version.h"
 #include "groupvit/model/weights.h"
@@ -105,25 +105,15 @@ int run_tokenize(const Common& c, const std::vector<std::string>& texts) {
 }
 
 int run_similarity(const Common& c, const std::vector<std::string>& images, const std::vector<std::string>& texts) {
-  check_model_dir(c.model_dir);
-  const auto device = parse_device(c.device);
-  const auto dtype = parse_dtype(c.dtype);
-  if (c.threads > 0) torch::set_num_threads(c.threads);
+  const auto placement = model_placement(c);
   if (texts.empty()) throw std::invalid_argument("give at least one --text");
-  auto tokenizer = groupvit::ClipTokenizer::from_directory(c.model_dir);
-  const auto preprocess = preprocessor_for(c.model_dir);
-  std::vector<groupvit::RgbImage> decoded;
-  for (const auto& path : images) decoded.push_back(groupvit::decode_image_file(path));
-  auto pixels = groupvit::preprocess_batch(decoded, preprocess);
-  groupvit::LoadOptions lo;
-  lo.device = device;
-  lo.dtype = dtype;
-  auto model = groupvit::load_model(c.model_dir, lo);
-  auto tokens = groupvit::tokenize_to_tensors(tokenizer, texts, groupvit::Padding::Longest,
-                                              groupvit::context_length(model->config()));
-  torch::NoGradGuard no_grad;
-  auto out = model->forward(tokens.input_ids.to(device), pixels.to(device, dtype), tokens.attention_mask.to(device));
-  auto logits = out.logits_per_image.to(torch::kCPU, torch::kFloat);
+  const auto model = groupvit::GroupViT::load(c.model_dir, placement.device, placement.dtype);
+  if (model.uses_default_preprocessing()) note_default_preprocessing(c.model_dir);
+  const auto pixels = groupvit::load_pixel_values(model, images);
+  const auto tokens = model.tokenize(texts);
+  const auto image_embeds = model.encode_images(pixels);
+  const auto text_embeds = model.encode_texts(tokens.input_ids, tokens.attention_mask);
+  auto logits = model.similarity(image_embeds, text_embeds).to(torch::kCPU, torch::kFloat);
   auto probs = logits.softmax(1);
 
   if (c.json_output) {

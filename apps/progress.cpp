@@ -32,7 +32,7 @@ Progress::Progress(int64_t total, double interval_s, bool enabled, std::string u
 }
 
 std::string Progress::line(int64_t done, int64_t failed, bool bar) const {
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double elapsed = seconds_since(start_);
   const double rate = elapsed > 0 ? static_cast<double>(done + failed) / elapsed : 0;
   std::ostringstream o;
   if (bar && total_ > 0) {

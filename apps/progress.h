@@ -29,4 +29,9 @@ class Progress {
 
 std::string format_duration(double seconds);
 
+// Seconds on the steady clock since `start`.
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 }  // namespace groupvit_cli

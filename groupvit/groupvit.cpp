@@ -3,21 +3,25 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+
 namespace groupvit {
 
 GroupViT::GroupViT(GroupViTModel model, ClipTokenizer tokenizer, ImagePreprocessConfig preprocess,
-                   torch::Device device, torch::Dtype dtype)
+                   bool default_preprocessing, torch::Device device, torch::Dtype dtype)
     : model_(std::move(model)),
       tokenizer_(std::move(tokenizer)),
       preprocess_(std::move(preprocess)),
+      default_preprocessing_(default_preprocessing),
       device_(device),
       dtype_(dtype) {}
 
 GroupViT GroupViT::load(const std::string& model_dir, torch::Device device, torch::Dtype dtype) {
   auto model = load_model(model_dir, {device, dtype});
   auto tokenizer = ClipTokenizer::from_directory(model_dir);
-  auto preprocess = ImagePreprocessConfig::for_model_dir(model_dir);
-  return GroupViT(std::move(model), std::move(tokenizer), std::move(preprocess), device, dtype);
+  bool default_preprocessing = false;
+  auto preprocess = ImagePreprocessConfig::for_model_dir(model_dir, &default_preprocessing);
+  return GroupViT(std::move(model), std::move(tokenizer), std::move(preprocess), default_preprocessing, device, dtype);
 }
 
 TokenizedBatch GroupViT::tokenize(const std::vector<std::string>& texts) const {
@@ -65,18 +69,19 @@ torch::Tensor GroupViT::encode_texts(const torch::Tensor& input_ids, const torch
   torch::NoGradGuard no_grad;
   auto features = model_->get_text_features(input_ids.to(device_), attention_mask.defined() ? attention_mask.to(device_)
                                                                                              : attention_mask);
-  return features / features.norm(2, -1, true);
+  return l2_normalize(features);
 }
 
 torch::Tensor GroupViT::encode_images(const torch::Tensor& pixel_values) const {
   torch::NoGradGuard no_grad;
   auto features = model_->get_image_features(pixel_values.to(device_, dtype_));
-  return features / features.norm(2, -1, true);
+  return l2_normalize(features);
 }
 
 torch::Tensor GroupViT::similarity(const torch::Tensor& image_embeds, const torch::Tensor& text_embeds) const {
   torch::NoGradGuard no_grad;
-  return torch::matmul(image_embeds, text_embeds.t()) * model_->logit_scale.exp();
+  // GroupViTModelImpl::forward's order: logits_per_text, then its transpose.
+  return (torch::matmul(text_embeds, image_embeds.t()) * model_->logit_scale.exp()).t();
 }
 
 torch::Tensor GroupViT::segment_hf(const torch::Tensor& pixel_values, const torch::Tensor& text_embeds) const {
@@ -88,12 +93,26 @@ torch::Tensor GroupViT::segment_hf(const torch::Tensor& pixel_values, const torc
 
 torch::Tensor GroupViT::encode_classes(const std::vector<std::string>& labels,
                                        const std::vector<std::string>& templates) const {
+  return class_embeddings(*model_, tokenizer_, labels, templates, device_);
+}
+
+torch::Tensor class_embeddings(GroupViTModelImpl& model, const ClipTokenizer& tokenizer,
+                               const std::vector<std::string>& labels, const std::vector<std::string>& templates,
+                               torch::Device device) {
   if (labels.empty()) throw std::invalid_argument("no labels to encode");
   if (templates.empty()) throw std::invalid_argument("no prompt templates");
-  auto batch = tokenize(fill_templates(labels, templates));
   torch::NoGradGuard no_grad;
-  auto features = model_->get_text_features(batch.input_ids, batch.attention_mask);
-  return class_embeddings_from_features(features, static_cast<int64_t>(labels.size()));
+  const auto texts = fill_templates(labels, templates);
+  std::vector<torch::Tensor> features;
+  for (size_t start = 0; start < texts.size(); start += kClassPromptBatch) {
+    const auto end = std::min(texts.size(), start + kClassPromptBatch);
+    const std::vector<std::string> chunk(texts.begin() + static_cast<std::ptrdiff_t>(start),
+                                         texts.begin() + static_cast<std::ptrdiff_t>(end));
+    auto tokens = tokenize_to_tensors(tokenizer, chunk, Padding::Longest, context_length(model.config()));
+    features.push_back(
+        model.get_text_features(tokens.input_ids.to(device), tokens.attention_mask.to(device)).to(torch::kFloat));
+  }
+  return class_embeddings_from_features(torch::cat(features), static_cast<int64_t>(labels.size()));
 }
 
 std::vector<torch::Tensor> GroupViT::segment_nvlabs(const std::vector<torch::Tensor>& images,

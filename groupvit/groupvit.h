@@ -55,6 +55,8 @@ class GroupViT {
   // --- similarity ----------------------------------------------------------------------
   // logits_per_image [images, texts] = exp(logit_scale) * image_embeds @ text_embedsᵀ, from
   // normalised embeddings (as returned above). Softmax over dim 1 gives per-image probabilities.
+  // Computed as the model's forward computes it (the transpose of logits_per_text), so that it is
+  // that forward's logits_per_image bit for bit.
   torch::Tensor similarity(const torch::Tensor& image_embeds, const torch::Tensor& text_embeds) const;
 
   // --- segmentation --------------------------------------------------------------------
@@ -64,7 +66,8 @@ class GroupViT {
   torch::Tensor segment_hf_labels(const torch::Tensor& pixel_values, const torch::Tensor& text_embeds) const;
 
   // NVlabs (paper) semantics. Class embeddings: the projected text features of every
-  // template filled with each label, averaged per label, L2-normalised: [labels, projection_dim].
+  // template filled with each label, averaged per label, L2-normalised: float32
+  // [labels, projection_dim] (class_embeddings below, with this object's model and tokenizer).
   // Templates: kSimpleTemplates ("a photo of a {}."), kSubsetTemplates, kFullTemplates.
   torch::Tensor encode_classes(const std::vector<std::string>& labels,
                                const std::vector<std::string>& templates = kSimpleTemplates) const;
@@ -81,18 +84,36 @@ class GroupViT {
   const GroupViTModel& model() const { return model_; }
   const ClipTokenizer& tokenizer() const { return tokenizer_; }
   const ImagePreprocessConfig& preprocessor() const { return preprocess_; }
+  // True when the model directory has no preprocessor_config.json and CLIP's defaults are used
+  // (for callers that want to say so).
+  bool uses_default_preprocessing() const { return default_preprocessing_; }
   torch::Device device() const { return device_; }
   torch::Dtype dtype() const { return dtype_; }
 
  private:
-  GroupViT(GroupViTModel model, ClipTokenizer tokenizer, ImagePreprocessConfig preprocess, torch::Device device,
-           torch::Dtype dtype);
+  GroupViT(GroupViTModel model, ClipTokenizer tokenizer, ImagePreprocessConfig preprocess, bool default_preprocessing,
+           torch::Device device, torch::Dtype dtype);
 
   mutable GroupViTModel model_;  // forward() is non-const in LibTorch; eval-mode use does not mutate it
   ClipTokenizer tokenizer_;
   ImagePreprocessConfig preprocess_;
+  bool default_preprocessing_;
   torch::Device device_;
   torch::Dtype dtype_;
 };
+
+// Prompts per text-tower call of class_embeddings: bounds its memory however many labels and
+// templates there are.
+constexpr size_t kClassPromptBatch = 256;
+
+// The NVlabs class embeddings of any model and tokenizer (GroupViT::encode_classes with its own):
+// every label in every template (fill_templates) through the text tower on `device` (the
+// model's), kClassPromptBatch prompts at a time, each batch padded to its own longest prompt;
+// the features in float32, averaged per label and L2-normalised (class_embeddings_from_features):
+// float32 [labels, projection_dim] on `device`. Up to kClassPromptBatch prompts it is one batch.
+// Throws std::invalid_argument when there are no labels or no templates.
+torch::Tensor class_embeddings(GroupViTModelImpl& model, const ClipTokenizer& tokenizer,
+                               const std::vector<std::string>& labels, const std::vector<std::string>& templates,
+                               torch::Device device);
 
 }  // namespace groupvit

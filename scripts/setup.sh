@@ -26,8 +26,8 @@ DEB_PACKAGES=(
   # the core: header-only JSON, Unicode classes/NFC, zlib (the CLIP vocabulary is gzipped),
   # SHA-256 for checksums.sha256 (OpenSSL's libcrypto)
   nlohmann-json3-dev libutf8proc-dev zlib1g-dev libssl-dev
-  # the CLI and the tests
-  libcli11-dev catch2
+  # the CLI and the tests; clang-format for the format check (scripts/format.sh, CTest format.check)
+  libcli11-dev catch2 clang-format
   # image decoding: OpenCV's split packages (found by cmake/GroupViTOpenCV.cmake; libopencv-dev
   # would bring about 145 more packages) and libwebp for the WebP header check
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libwebp-dev)
@@ -126,6 +126,11 @@ if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
     -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
     -DPython3_EXECUTABLE="$VENV/bin/python" -C "$CUDA_ROOT/torch-cuda.cmake" \
     ${GROUPVIT_CMAKE_ARGS:-}
+fi
+# Warnings in the project's own code fail the build here (and so in CI); LibTorch's headers are
+# system headers and do not count. An older build directory is switched on once.
+if ! grep -q '^GROUPVIT_WERROR:BOOL=ON$' "$BUILD_DIR/CMakeCache.txt"; then
+  cmake -S "$ROOT" -B "$BUILD_DIR" -DGROUPVIT_WERROR=ON > /dev/null
 fi
 say "building $BUILD_DIR with $JOBS jobs"
 cmake --build "$BUILD_DIR" -j "$JOBS"

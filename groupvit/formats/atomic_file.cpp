@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <fstream>
+#include <sstream>
 #include <cstring>
 #include <random>
 
@@ -164,6 +166,16 @@ void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& 
     staged.back().finish();
   }
   for (auto& file : staged) file.commit();
+}
+
+std::optional<std::string> read_file(const std::string& path) {
+  if (!file_exists(path)) return std::nullopt;  // a directory would "open" and read as empty
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  if (in.bad()) return std::nullopt;
+  return buffer.str();
 }
 
 }  // namespace groupvit

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -81,5 +82,8 @@ void make_directories(const std::string& dir);
 std::string parent_directory(const std::string& path);
 std::string file_name(const std::string& path);  // the part after the last '/'
 bool file_exists(const std::string& path);        // a regular file (or a link to one)
+// A whole regular file's bytes; nullopt when it is missing, not a regular file, or unreadable (the caller names the file and
+// what it is in its own error: a config, a preprocessor config, ...).
+std::optional<std::string> read_file(const std::string& path);
 
 }  // namespace groupvit

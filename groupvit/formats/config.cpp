@@ -1,11 +1,12 @@
 // Reads and validates GroupViTConfig from Hugging Face config.json files.
 #include "groupvit/formats/config.h"
 
+#include "groupvit/formats/atomic_file.h"
+#include "groupvit/formats/json_number.h"
+
 #include <cmath>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 namespace groupvit {
 namespace {
@@ -20,14 +21,9 @@ class Reader {
   void get(const char* key, int64_t& out) const {
     const json* v = find(key);
     if (!v) return;
-    if (v->is_number_integer()) {
-      out = v->get<int64_t>();
-    } else if (v->is_number_float() && std::isfinite(v->get<double>()) &&
-               std::floor(v->get<double>()) == v->get<double>() && std::fabs(v->get<double>()) < 9.0e15) {
-      out = static_cast<int64_t>(v->get<double>());
-    } else {
-      fail(key, "expected an integer, got " + describe(*v));
-    }
+    const auto value = json_integer(*v);
+    if (!value) fail(key, "expected an integer, got " + describe(*v));
+    out = *value;
   }
   void get(const char* key, double& out) const {
     const json* v = find(key);
@@ -201,12 +197,9 @@ GroupViTConfig GroupViTConfig::from_json_string(const std::string& text, const s
 }
 
 GroupViTConfig GroupViTConfig::from_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path + ": cannot open the config file");
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) throw ConfigError(path + ": read error");
-  return from_json_string(buffer.str(), path);
+  const auto text = read_file(path);
+  if (!text) throw ConfigError(path + ": cannot open the config file");
+  return from_json_string(*text, path);
 }
 
 void GroupViTConfig::validate(const std::string& source) const {

@@ -3,7 +3,7 @@
 #pragma once
 
 #include "groupvit/groupvit.h"
-#include "groupvit/image/image_io.h"  // decode_image_file, decode_image_bytes, probe_image
+#include "groupvit/image/image_io.h"  // decode_image_file, decode_image_bytes, probe_image, rgb_from_mat
 
 #include <opencv2/core/mat.hpp>
 
@@ -11,11 +11,6 @@
 #include <vector>
 
 namespace groupvit {
-
-// An OpenCV frame in OpenCV's channel order (8-bit BGR, BGRA or grey) as RGB, the way
-// Pillow's convert("RGB") treats the same pixels (alpha dropped). Throws ImageError for other
-// depths or channel counts, or an empty Mat.
-RgbImage rgb_from_mat(const cv::Mat& bgr);
 
 // Decodes files (EXIF orientation applied) and preprocesses them for `model`:
 // pixel_values [N, 3, H, W] on the model's device and dtype.

@@ -473,6 +473,17 @@ ImageFileInfo probe_image(const uint8_t* data, size_t size) {
   return read_metadata(data, size).info;
 }
 
+RgbImage rgb_from_mat(const cv::Mat& mat) {
+  if (mat.empty()) throw ImageError("cv::Mat frame is empty");
+  if (mat.depth() != CV_8U)
+    throw ImageError("cv::Mat frame must be 8-bit per channel (got depth " + std::to_string(mat.depth()) + ")");
+  const int channels = mat.channels();
+  if (channels != 1 && channels != 3 && channels != 4)
+    throw ImageError("cv::Mat frame must have 1, 3 or 4 channels (got " + std::to_string(channels) + ")");
+  check_image_size(mat.rows, mat.cols, "cv::Mat frame");
+  return to_rgb(mat, "cv::Mat frame");
+}
+
 RgbImage decode_image_bytes(const uint8_t* data, size_t size, bool apply_exif_orientation, const std::string& name) {
   if (data == nullptr || size == 0) throw ImageError(name + ": no data (0 bytes); not an image");
   if (size > static_cast<size_t>(std::numeric_limits<int>::max())) {

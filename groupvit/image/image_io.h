@@ -10,6 +10,10 @@
 
 #include "groupvit/preprocess/rgb_image.h"
 
+namespace cv {
+class Mat;
+}
+
 namespace groupvit {
 
 enum class ImageFormat { kUnknown, kJpeg, kPng, kBmp, kTiff, kWebp };
@@ -42,5 +46,10 @@ RgbImage decode_image_bytes(const uint8_t* data, size_t size, bool apply_exif_or
                             const std::string& name = "<image bytes>");
 RgbImage decode_image_bytes(const std::vector<uint8_t>& bytes, bool apply_exif_orientation = true,
                             const std::string& name = "<image bytes>");
+
+// An OpenCV frame in OpenCV's channel order (8-bit BGR, BGRA or grey) as RGB, the way
+// Pillow's convert("RGB") treats the same pixels (alpha dropped): the conversion decoding uses.
+// Throws ImageError for other depths or channel counts, or an empty Mat.
+RgbImage rgb_from_mat(const cv::Mat& bgr);
 
 }  // namespace groupvit

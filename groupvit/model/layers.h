@@ -10,20 +10,23 @@
 #include <torch/nn/pimpl.h>
 
 #include <string>
+#include <vector>
 
 namespace groupvit {
 
-// A Linear layer applied like Python's nn.Linear (at::linear). torch::nn::Linear's own forward (the C++
-// frontend's F::linear) multiplies inputs of more than two dimensions with matmul and adds the bias in a
-// second pass over the output; at::linear folds the leading dimensions and fuses the bias into the GEMM
-// (addmm). The separate add took about 10% of the image tower's time at batch 1 (bench --profile).
-//
-// On the CPU in float32 without autograd, inputs of at least 1024 rows (batched image forwards) go
-// to oneDNN's inner product instead (mkldnn::_linear_pointwise, LibTorch's own op): 10-20% faster
-// than MKL's sgemm at those shapes on the AVX2 machine here, while MKL stays ahead at batch-1 shapes
-// (docs/benchmarks.md). GROUPVIT_ONEDNN_MIN_ROWS=N changes the threshold, "off" disables it; the
-// parity suite runs once more with N=1 (parity.model.onednn). Falls back to at::linear where the
-// op is missing.
+// What both towers' encoders return (the reference's BaseModelOutput of GroupViTTextEncoder and
+// GroupViTVisionEncoder): the last hidden state before the tower's final LayerNorm, and on request
+// every hidden state (the input, then each layer's or stage's output) and the vision stages' soft
+// assignments [B, groups, tokens].
+struct GroupViTEncoderOutput {
+  torch::Tensor last_hidden_state;
+  std::vector<torch::Tensor> hidden_states;
+  std::vector<torch::Tensor> attentions;
+};
+
+// A Linear layer applied like Python's nn.Linear (at::linear, which fuses the bias into the GEMM),
+// and on the CPU in float32 without autograd, inputs of at least GROUPVIT_ONEDNN_MIN_ROWS rows (1024;
+// "off" disables it) on oneDNN's inner product, faster at batched shapes (docs/design-notes.md).
 torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x);
 
 // activation(act, linear(layer, x)); on the oneDNN path above, GELU (erf or tanh form) is fused

@@ -1,7 +1,7 @@
 // GroupViTModel (see model.h).
 #include "groupvit/model/model.h"
 
-#include "groupvit/segment/segmentation.h"
+#include "groupvit/model/segmentation.h"
 
 #include <torch/torch.h>
 
@@ -13,9 +13,11 @@ torch::nn::Sequential projection_head(int64_t in, int64_t hidden, int64_t out) {
                                torch::nn::Linear(hidden, out));
 }
 
-torch::Tensor l2_normalize(const torch::Tensor& x) { return x / x.norm(2, -1, /*keepdim=*/true); }
-
 }  // namespace
+
+torch::Tensor l2_normalize(const torch::Tensor& x) {
+  return x / x.norm(2, -1, /*keepdim=*/true).clamp_min(1e-12).expand_as(x);
+}
 
 torch::Tensor image_text_contrastive_loss(const torch::Tensor& logits_per_text) {
   auto target = torch::arange(logits_per_text.size(0), logits_per_text.options().dtype(torch::kLong));

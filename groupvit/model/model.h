@@ -58,6 +58,11 @@ class GroupViTModelImpl : public torch::nn::Module {
 };
 TORCH_MODULE(GroupViTModel);
 
+// x / max(||x||, 1e-12) over the last axis: torch.nn.functional.normalize, which NVlabs' training
+// uses, and for any non-zero x the same bits as Hugging Face's x / x.norm(). The one L2
+// normalisation of this project (embeddings, class embeddings, the training losses).
+torch::Tensor l2_normalize(const torch::Tensor& x);
+
 // Symmetric cross-entropy over the similarity matrix (matching pairs on the diagonal).
 torch::Tensor image_text_contrastive_loss(const torch::Tensor& logits_per_text);
 

@@ -33,6 +33,19 @@ GroupViTTextEncoderImpl::GroupViTTextEncoderImpl(const GroupViTTextConfig& c) {
   register_module("layers", layers);
 }
 
+GroupViTEncoderOutput GroupViTTextEncoderImpl::forward(const torch::Tensor& inputs_embeds,
+                                                      const torch::Tensor& attention_mask, bool output_hidden_states) {
+  GroupViTEncoderOutput out;
+  auto hidden = inputs_embeds;
+  for (const auto& layer : *layers) {
+    if (output_hidden_states) out.hidden_states.push_back(hidden);
+    hidden = layer->as<GroupViTEncoderLayer>()->forward(hidden, attention_mask);
+  }
+  if (output_hidden_states) out.hidden_states.push_back(hidden);
+  out.last_hidden_state = hidden;
+  return out;
+}
+
 GroupViTTextTransformerImpl::GroupViTTextTransformerImpl(const GroupViTTextConfig& c) : config_(c) {
   embeddings = register_module("embeddings", GroupViTTextEmbeddings(c));
   encoder = register_module("encoder", GroupViTTextEncoder(c));
@@ -69,13 +82,10 @@ TextModelOutput GroupViTTextTransformerImpl::forward(const torch::Tensor& input_
   }
   auto mask = torch::zeros(allowed.sizes(), hidden.options()).masked_fill(allowed.logical_not(), lowest);
 
+  auto encoded = encoder(hidden, mask, output_hidden_states);
   TextModelOutput out;
-  if (output_hidden_states) out.hidden_states.push_back(hidden);
-  for (const auto& layer : *encoder->layers) {
-    hidden = layer->as<GroupViTEncoderLayer>()->forward(hidden, mask);
-    if (output_hidden_states) out.hidden_states.push_back(hidden);
-  }
-  out.last_hidden_state = final_layer_norm(hidden);
+  out.hidden_states = std::move(encoded.hidden_states);
+  out.last_hidden_state = final_layer_norm(encoded.last_hidden_state);
 
   // Pool one row per sequence: the legacy eos id 2 of the hub configs selects the highest
   // token id (the end-of-text token); otherwise the first position holding eos_token_id.

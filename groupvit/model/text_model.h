@@ -29,6 +29,9 @@ TORCH_MODULE(GroupViTTextEmbeddings);
 class GroupViTTextEncoderImpl : public torch::nn::Module {
  public:
   explicit GroupViTTextEncoderImpl(const GroupViTTextConfig& config);
+  // inputs_embeds [B, L, C]; attention_mask the additive causal + padding mask [B or 1, 1, L, L].
+  GroupViTEncoderOutput forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask,
+                                bool output_hidden_states = false);
   torch::nn::ModuleList layers;
 };
 TORCH_MODULE(GroupViTTextEncoder);

@@ -97,8 +97,8 @@ std::pair<torch::Tensor, torch::Tensor> GroupViTAssignAttentionImpl::forward(con
   auto k = linear(k_proj, key);
   auto v = linear(v_proj, key);
   // The hard assignment is an argmax over groups, and fp16/bf16 logits turn near-ties into flips
-  // (measured before this: 96.9% of tokens kept their fp32 group in bf16). So the logits, the
-  // assignment and its normalisation are float32 in every dtype; the results return in the model's.
+  // (docs/design-notes.md). So the logits, the assignment and its normalisation are float32 in
+  // every dtype; the results return in the model's.
   const auto dtype = q.scalar_type();
   const bool reduced = dtype == torch::kHalf || dtype == torch::kBFloat16;
   const auto qf = reduced ? q.to(torch::kFloat) : q;
@@ -193,6 +193,23 @@ GroupViTVisionEncoderImpl::GroupViTVisionEncoderImpl(const GroupViTVisionConfig&
   register_module("stages", stages);
 }
 
+GroupViTEncoderOutput GroupViTVisionEncoderImpl::forward(const torch::Tensor& hidden_states, bool output_hidden_states,
+                                                        bool output_attentions) {
+  GroupViTEncoderOutput out;
+  auto hidden = hidden_states;
+  torch::Tensor group_tokens;
+  for (const auto& stage_module : *stages) {
+    if (output_hidden_states) out.hidden_states.push_back(hidden);
+    auto stage = stage_module->as<GroupViTStage>()->forward(hidden, group_tokens);
+    hidden = stage.hidden_states;
+    group_tokens = stage.group_tokens;
+    if (output_attentions && stage.attention.defined()) out.attentions.push_back(stage.attention);
+  }
+  if (output_hidden_states) out.hidden_states.push_back(hidden);
+  out.last_hidden_state = hidden;
+  return out;
+}
+
 GroupViTVisionTransformerImpl::GroupViTVisionTransformerImpl(const GroupViTVisionConfig& c) : config_(c) {
   embeddings = register_module("embeddings", GroupViTVisionEmbeddings(c));
   encoder = register_module("encoder", GroupViTVisionEncoder(c));
@@ -201,18 +218,11 @@ GroupViTVisionTransformerImpl::GroupViTVisionTransformerImpl(const GroupViTVisio
 
 VisionModelOutput GroupViTVisionTransformerImpl::forward(const torch::Tensor& pixel_values, bool output_hidden_states,
                                                          bool output_attentions) {
+  auto encoded = encoder(embeddings(pixel_values), output_hidden_states, output_attentions);
   VisionModelOutput out;
-  auto hidden = embeddings(pixel_values);
-  torch::Tensor group_tokens;
-  for (const auto& stage_module : *encoder->stages) {
-    if (output_hidden_states) out.hidden_states.push_back(hidden);
-    auto stage = stage_module->as<GroupViTStage>()->forward(hidden, group_tokens);
-    hidden = stage.hidden_states;
-    group_tokens = stage.group_tokens;
-    if (output_attentions && stage.attention.defined()) out.attentions.push_back(stage.attention);
-  }
-  if (output_hidden_states) out.hidden_states.push_back(hidden);
-  out.last_hidden_state = layernorm(hidden);
+  out.hidden_states = std::move(encoded.hidden_states);
+  out.attentions = std::move(encoded.attentions);
+  out.last_hidden_state = layernorm(encoded.last_hidden_state);
   out.pooler_output = out.last_hidden_state.mean(1);
   return out;
 }

@@ -117,6 +117,9 @@ TORCH_MODULE(GroupViTStage);
 class GroupViTVisionEncoderImpl : public torch::nn::Module {
  public:
   explicit GroupViTVisionEncoderImpl(const GroupViTVisionConfig& config);
+  // The stages in turn, each stage's group tokens feeding the next one's group projector.
+  GroupViTEncoderOutput forward(const torch::Tensor& hidden_states, bool output_hidden_states = false,
+                                bool output_attentions = false);
   torch::nn::ModuleList stages;
 };
 TORCH_MODULE(GroupViTVisionEncoder);

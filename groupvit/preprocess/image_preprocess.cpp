@@ -3,15 +3,14 @@
 #include "groupvit/preprocess/image_preprocess.h"
 
 #include "groupvit/formats/checksums.h"
+#include "groupvit/formats/json_number.h"
 
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 namespace groupvit {
 
@@ -248,11 +247,7 @@ const json* find_key(const json& obj, const char* key) {
 }
 
 int64_t as_int(const json& v, const std::string& source, const std::string& key) {
-  if (v.is_number_integer()) return v.get<int64_t>();
-  if (v.is_number_float()) {
-    const double d = v.get<double>();
-    if (std::isfinite(d) && std::floor(d) == d && std::fabs(d) < 1e15) return static_cast<int64_t>(d);
-  }
+  if (const auto value = json_integer(v)) return *value;
   config_fail(source, key, "expected an integer, got " + v.dump());
 }
 
@@ -402,11 +397,9 @@ ImagePreprocessConfig ImagePreprocessConfig::from_json_string(const std::string&
 }
 
 ImagePreprocessConfig ImagePreprocessConfig::from_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ImageError(path + ": cannot open the preprocessor config (does the file exist?)");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return from_json_string(text.str(), path);
+  const auto text = read_file(path);
+  if (!text) throw ImageError(path + ": cannot open the preprocessor config (does the file exist?)");
+  return from_json_string(*text, path);
 }
 
 void ImagePreprocessConfig::validate(const std::string& source) const {

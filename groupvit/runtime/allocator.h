@@ -10,11 +10,8 @@ namespace groupvit {
 // Makes the C library's malloc keep freed blocks of up to `bytes` in the process heap for reuse
 // instead of mapping every large block afresh and handing freed ones back to the kernel.
 //
-// Why: LibTorch allocates each activation with malloc. glibc serves blocks above its mmap
-// threshold (at most 32 MiB, and a [32, 260, 1536] float activation is 51 MiB) with a fresh
-// mmap and unmaps them on free, and it returns freed heap tops to the kernel, so every forward
-// page-faults its activations in again: about a quarter of a batch-32 image forward on a
-// 2-core machine went to the kernel zeroing pages (docs/benchmarks.md).
+// Why: glibc maps each large activation afresh and unmaps it on free, so every forward page-faults
+// it in again (measurements: docs/design-notes.md).
 // Cost: memory freed after a forward stays resident for the next one. Call it after loading the
 // model, so the loader's temporary buffers are not kept. Returns false (and changes nothing)
 // where the C library is not glibc.

@@ -1,6 +1,8 @@
 // NVlabs evaluation semantics for zero-shot segmentation (see nvlabs_segmentation.h).
 #include "groupvit/segment/nvlabs_segmentation.h"
 
+#include "groupvit/model/segmentation.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -14,8 +16,6 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-torch::Tensor l2_normalize(const torch::Tensor& x) { return x / x.norm(2, -1, /*keepdim=*/true); }
-
 torch::Tensor resize_bilinear(const torch::Tensor& x, int64_t height, int64_t width) {
   if (x.size(-2) == height && x.size(-1) == width) return x;
   return F::interpolate(x, F::InterpolateFuncOptions()
@@ -28,13 +28,11 @@ torch::Tensor resize_bilinear(const torch::Tensor& x, int64_t height, int64_t wi
 // The patch grid is known here (window size / patch size), so no grid recovery is needed.
 std::vector<torch::Tensor> chained_maps(const VisionModelOutput& vision, int64_t grid_h, int64_t grid_w,
                                         int64_t height, int64_t width) {
+  std::vector<torch::Tensor> float_attentions;
+  for (const auto& attn : vision.attentions) float_attentions.push_back(attn.to(torch::kFloat));
   std::vector<torch::Tensor> maps;
-  torch::Tensor chained;  // [B, N, G]
-  for (const auto& attn : vision.attentions) {
-    auto t = attn.to(torch::kFloat).permute({0, 2, 1});
-    chained = chained.defined() ? torch::matmul(chained, t) : t;
-    auto grid = chained.permute({0, 2, 1}).reshape({chained.size(0), chained.size(2), grid_h, grid_w});
-    maps.push_back(resize_bilinear(grid, height, width));
+  for (const auto& map : chain_attentions(float_attentions)) {
+    maps.push_back(resize_bilinear(map.reshape({map.size(0), map.size(1), grid_h, grid_w}), height, width));
   }
   return maps;
 }
@@ -47,19 +45,6 @@ torch::Tensor pad_to_patches(const torch::Tensor& x, int64_t patch) {
 }
 
 }  // namespace
-
-std::vector<std::string> fill_templates(const std::vector<std::string>& labels,
-                                        const std::vector<std::string>& templates) {
-  if (templates.empty()) throw std::invalid_argument("no prompt templates");
-  std::vector<std::string> texts;
-  for (const auto& label : labels) {
-    for (const auto& t : templates) {
-      const auto at = t.find("{}");
-      texts.push_back(at == std::string::npos ? t + " " + label : t.substr(0, at) + label + t.substr(at + 2));
-    }
-  }
-  return texts;
-}
 
 torch::Tensor class_embeddings_from_features(const torch::Tensor& features, int64_t num_classes) {
   if (num_classes < 1 || features.size(0) % num_classes != 0)

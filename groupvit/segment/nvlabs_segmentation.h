@@ -24,10 +24,6 @@ struct NvlabsSegmentationOptions {
   int64_t max_crops_per_pass = 8;
 };
 
-// "a photo of a {}." style templates filled with each label, class-major: texts[c * T + t].
-std::vector<std::string> fill_templates(const std::vector<std::string>& labels,
-                                        const std::vector<std::string>& templates);
-
 // [classes * templates, C] projected (unnormalised) text features -> [classes, C]: mean over each
 // class's templates, then L2-normalised (NVlabs' build_text_embedding).
 torch::Tensor class_embeddings_from_features(const torch::Tensor& features, int64_t num_classes);

@@ -1,12 +1,22 @@
 // Prompt templates for zero-shot classification and segmentation: the CLIP ImageNet template
 // sets as the GroupViT evaluation names them ("simple", "subset", "full"). "{}" stands for the
-// class name. Data only: no LibTorch.
+// class name. No LibTorch (part of groupvit_tokenizer).
 #pragma once
 
 #include <string>
 #include <vector>
 
 namespace groupvit {
+
+// `tmpl` with its first "{}" replaced by `text`; a template without "{}" is followed by a space and
+// the text ("a photo of" + "cat" = "a photo of cat"). Every prompt of the project is made here:
+// segment's and eval's class prompts, train's --phrase-template.
+std::string fill_template(const std::string& tmpl, const std::string& text);
+
+// Each label in each template, class-major: texts[c * T + t] (the order NVlabs' build_text_embedding
+// averages over). Throws std::invalid_argument when there are no templates.
+std::vector<std::string> fill_templates(const std::vector<std::string>& labels,
+                                        const std::vector<std::string>& templates);
 
 // The one template of the paper's segmentation numbers.
 inline const std::vector<std::string> kSimpleTemplates = {

@@ -530,4 +530,6 @@ int64_t ClipTokenizer::eos_id() const { return model_->eos; }
 int64_t ClipTokenizer::pad_id() const { return model_->pad; }
 int64_t ClipTokenizer::vocab_size() const { return static_cast<int64_t>(model_->id_to_token.size()); }
 
+void check_utf8(const std::string& text) { unicode::decode_utf8(text); }
+
 }  // namespace groupvit

@@ -28,6 +28,11 @@ class TokenizerError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Throws TokenizerError (byte offset, bytes and fault in the message) unless `text` is valid
+// UTF-8: the check encoding makes, for callers that want to refuse a text (a label, say) before
+// they load a model.
+void check_utf8(const std::string& text);
+
 // Ids and mask of one text. attention_mask is 1 for real tokens and 0 for padding.
 struct Encoding {
   std::vector<int64_t> input_ids;

@@ -1,3 +1,4 @@
+// Internal header (not installed): used by the tokenizer only.
 // The Unicode view of the CLIP tokenizer's reference: UTF-8 decoding, character classes for the
 // pre-tokenizer, lowercasing and NFC exactly as the Hugging Face fast tokenizer sees them.
 //

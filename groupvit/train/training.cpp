@@ -92,8 +92,8 @@ torch::Tensor multi_label_contrastive_loss(const torch::Tensor& image_embeds, co
   namespace F = torch::nn::functional;
   const auto batch = phrase_embeds.size(0);
   const auto k = phrase_embeds.size(1);
-  auto images = F::normalize(image_embeds, F::NormalizeFuncOptions().dim(-1));
-  auto phrases = F::normalize(phrase_embeds, F::NormalizeFuncOptions().dim(-1)).reshape({batch * k, -1});
+  auto images = l2_normalize(image_embeds);
+  auto phrases = l2_normalize(phrase_embeds).reshape({batch * k, -1});
   auto logits_per_image = torch::matmul(images, phrases.t()) * scale;  // [B, B*K]
   auto logits_per_phrase = torch::matmul(phrases, images.t()) * scale;  // [B*K, B]
   // Image b's target: 1/K on columns b*K .. b*K+K-1.
@@ -116,9 +116,8 @@ TrainLosses training_losses(GroupViTModelImpl& model, const torch::Tensor& multi
   auto image_features = model.get_image_features(batch.pixel_values);
   auto text_features = model.get_text_features(batch.input_ids, batch.attention_mask)
                            .reshape({images, per_image, -1});  // caption, then phrases
-  namespace F = torch::nn::functional;
-  auto image_embeds = F::normalize(image_features, F::NormalizeFuncOptions().dim(-1));
-  auto caption_embeds = F::normalize(text_features.select(1, 0), F::NormalizeFuncOptions().dim(-1));
+  auto image_embeds = l2_normalize(image_features);
+  auto caption_embeds = l2_normalize(text_features.select(1, 0));
   auto scale = model.logit_scale.exp().clamp_max(kMaxLogitScale);
   TrainLosses out;
   out.contrastive = image_text_contrastive_loss(torch::matmul(caption_embeds, image_embeds.t()) * scale);

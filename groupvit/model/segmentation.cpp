@@ -1,5 +1,5 @@
 // Chaining and resizing of assignment maps (see segmentation.h).
-#include "groupvit/segment/segmentation.h"
+#include "groupvit/model/segmentation.h"
 
 #include <torch/torch.h>
 
@@ -33,15 +33,21 @@ torch::Tensor resize_attention_map(const torch::Tensor& attentions, int64_t heig
                                   .align_corners(false));
 }
 
-torch::Tensor grouping_from_attentions(const std::vector<torch::Tensor>& attentions, int64_t height, int64_t width) {
+std::vector<torch::Tensor> chain_attentions(const std::vector<torch::Tensor>& attentions) {
   if (attentions.empty()) throw std::invalid_argument("no assignment maps to chain");
-  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> chained_per_stage;
   torch::Tensor chained;  // [B, N, G]
   for (const auto& attn : attentions) {
     auto t = attn.permute({0, 2, 1});
     chained = chained.defined() ? torch::matmul(chained, t) : t;
+    chained_per_stage.push_back(chained.permute({0, 2, 1}));
   }
-  return resize_attention_map(chained.permute({0, 2, 1}).contiguous(), height, width);
+  return chained_per_stage;
+}
+
+torch::Tensor grouping_from_attentions(const std::vector<torch::Tensor>& attentions, int64_t height, int64_t width) {
+  torch::NoGradGuard no_grad;
+  return resize_attention_map(chain_attentions(attentions).back().contiguous(), height, width);
 }
 
 }  // namespace groupvit

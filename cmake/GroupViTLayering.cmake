@@ -1,0 +1,38 @@
+# groupvit_check_layering(TARGET): fails the configure when TARGET links LibTorch, OpenCV or the
+# core library `groupvit`, directly or through any target it links (PRIVATE links of static
+# libraries included). groupvit/CMakeLists.txt calls it for the layers below the core;
+# test/tree_checks_test.py checks that it fails on such a link.
+function(groupvit_check_layering target)
+  set(pending ${target})
+  set(seen "")
+  while(pending)
+    list(POP_FRONT pending current)
+    if(current IN_LIST seen)
+      continue()
+    endif()
+    list(APPEND seen ${current})
+    if(NOT TARGET ${current})
+      continue()
+    endif()
+    get_target_property(aliased ${current} ALIASED_TARGET)
+    if(aliased)
+      list(APPEND pending ${aliased})
+      continue()
+    endif()
+    foreach(property LINK_LIBRARIES INTERFACE_LINK_LIBRARIES)
+      get_target_property(libs ${current} ${property})
+      if(NOT libs)
+        continue()
+      endif()
+      foreach(lib ${libs})
+        string(REGEX REPLACE "^\\$<LINK_ONLY:(.*)>$" "\\1" lib "${lib}")
+        if(lib STREQUAL "groupvit" OR lib MATCHES "^(torch|torch_cpu|torch_cuda|c10|c10_cuda)$"
+           OR lib MATCHES "(^|/)lib(torch|c10)[^/]*$" OR lib MATCHES "opencv")
+          message(FATAL_ERROR "layering: ${target} must not link ${lib} (via ${current}); "
+                              "formats/ and text/ are free of LibTorch and OpenCV (groupvit/CMakeLists.txt)")
+        endif()
+        list(APPEND pending ${lib})
+      endforeach()
+    endforeach()
+  endwhile()
+endfunction()
