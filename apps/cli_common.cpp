@@ -1,17 +1,16 @@
 // Shared CLI plumbing (see cli_common.h).
 #include "cli_common.h"
 
-#include "inputs.h"
-
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include "groupvit/runtime/allocator.h"
-#include "groupvit/text/prompt_templates.h"
 
 #include <csignal>
 #include <fstream>
 #include <iostream>
+
+#include "groupvit/runtime/allocator.h"
+#include "groupvit/text/prompt_templates.h"
+#include "inputs.h"
 
 namespace groupvit_cli {
 

@@ -2,21 +2,20 @@
 // with clear errors, signal handling for batch runs, and the documented exit codes.
 #pragma once
 
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <string>
+
+#include "groupvit/model/weights.h"
 #include "groupvit/preprocess/image_preprocess.h"
 #include "groupvit/segment/nvlabs_segmentation.h"
 #include "groupvit/train/training.h"
-#include "groupvit/model/weights.h"
-
-#include <CLI/CLI.hpp>
-
-#include <atomic>
-#include <string>
 
 namespace groupvit_cli {
 
 // Exit codes (README "Command line").
 constexpr int kExitOk = 0;
-constexpr int kExitError = 1;           // bad usage, model, device, labels...: nothing or little done
+constexpr int kExitError = 1;             // bad usage, model, device, labels...: nothing or little done
 constexpr int kExitSomeImagesFailed = 3;  // the run finished; errors.jsonl lists the images that failed
 constexpr int kExitOutputUnusable = 4;    // stopped: outputs cannot be written (disk full, read-only); --resume
 // Stopped by SIGINT/SIGTERM after finishing the current batch: 128 + signal (130, 143).
@@ -118,13 +117,13 @@ void add_train_options(CLI::App* cmd, TrainCliOptions& o);
 int run_train(const Common& c, const TrainCliOptions& o);
 
 struct EvalOptions {
-  SegmentOptions seg;        // templates and the NVlabs head's options
-  std::string images;        // directory of images
-  std::string labels_dir;    // directory of label PNGs (same file stems)
-  std::string classes;       // class list, line k = label k; "background" first means a threshold
-  std::string predictions;   // evaluate these label PNGs instead of running the model
-  std::string list;          // optional: the file stems to evaluate (VOC ImageSets style)
-  std::string report;        // optional: write the JSON report here
+  SegmentOptions seg;       // templates and the NVlabs head's options
+  std::string images;       // directory of images
+  std::string labels_dir;   // directory of label PNGs (same file stems)
+  std::string classes;      // class list, line k = label k; "background" first means a threshold
+  std::string predictions;  // evaluate these label PNGs instead of running the model
+  std::string list;         // optional: the file stems to evaluate (VOC ImageSets style)
+  std::string report;       // optional: write the JSON report here
   int64_t max_images = 0;
 };
 void add_eval_options(CLI::App* cmd, EvalOptions& o);

@@ -1,18 +1,17 @@
 // groupvit embed: projected image and text features exactly as Hugging Face's
 // get_image_features / get_text_features return them (L2-normalised with --normalize), written
 // as JSON or .npy by the output file's extension.
-#include "cli_common.h"
-#include "inputs.h"
-#include "outputs.h"
-
-#include "groupvit/image/image_io.h"
-#include "groupvit/model/model.h"
-#include "groupvit/preprocess/tokenizer_torch.h"
-
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli_common.h"
+#include "groupvit/image/image_io.h"
+#include "groupvit/model/model.h"
+#include "groupvit/preprocess/tokenizer_torch.h"
+#include "inputs.h"
+#include "outputs.h"
 
 namespace groupvit_cli {
 
@@ -46,8 +45,7 @@ std::string npy_of(const torch::Tensor& t) {
 int run_embed(const Common& c, const std::vector<std::string>& image_specs, const std::vector<std::string>& texts,
               const std::string& output, bool normalize, int batch_size) {
   const std::string ext = extension_of(output);
-  if (ext != ".json" && ext != ".npy")
-    throw UsageError("--output must end in .json or .npy (got '" + output + "')");
+  if (ext != ".json" && ext != ".npy") throw UsageError("--output must end in .json or .npy (got '" + output + "')");
   if (image_specs.empty() && texts.empty()) throw UsageError("give at least one --image or --text");
   if (batch_size < 1) throw UsageError("--batch-size must be at least 1");
   std::vector<std::string> images;

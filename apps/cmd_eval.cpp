@@ -4,17 +4,6 @@
 // scores label maps written earlier instead. IoU per class and mean IoU over the classes that
 // occur (mmseg's nanmean), pixel accuracy, and foreground accuracy when line 0 is background,
 // from the library's confusion matrix (groupvit/segment/metrics.h).
-#include "cli_common.h"
-#include "inputs.h"
-#include "outputs.h"
-#include "progress.h"
-
-#include "groupvit/groupvit.h"
-#include "groupvit/image/image_io.h"
-#include "groupvit/formats/png_reader.h"
-#include "groupvit/segment/metrics.h"
-
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -24,6 +13,16 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli_common.h"
+#include "groupvit/formats/png_reader.h"
+#include "groupvit/groupvit.h"
+#include "groupvit/image/image_io.h"
+#include "groupvit/segment/metrics.h"
+#include "inputs.h"
+#include "outputs.h"
+#include "progress.h"
 
 namespace groupvit_cli {
 
@@ -40,8 +39,7 @@ void check_same_size(const std::string& source, int64_t height, int64_t width, c
                              std::to_string(truth.height));
 }
 
-std::string find_with_stem(const std::string& dir, const std::string& stem,
-                           const std::vector<std::string>& suffixes) {
+std::string find_with_stem(const std::string& dir, const std::string& stem, const std::vector<std::string>& suffixes) {
   for (const auto& suffix : suffixes) {
     const auto path = (fs::path(dir) / (stem + suffix)).string();
     if (file_exists(path)) return path;
@@ -246,8 +244,9 @@ void print_report(const json& report, bool background, int64_t done) {
 
 void add_eval_options(CLI::App* cmd, EvalOptions& o) {
   cmd->add_option("--images", o.images, "directory of the images (file stem = the label map's stem)");
-  cmd->add_option("--labels", o.labels_dir, "directory of ground-truth label PNGs (8-bit grey or paletted; 255 = "
-                                            "ignore)")
+  cmd->add_option("--labels", o.labels_dir,
+                  "directory of ground-truth label PNGs (8-bit grey or paletted; 255 = "
+                  "ignore)")
       ->required();
   cmd->add_option("--classes", o.classes,
                   "class names, one a line: line k names label k; a first line \"background\" is scored by the "

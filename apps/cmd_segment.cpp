@@ -3,20 +3,6 @@
 // device, and (by default on CUDA) each batch's host results on to writer threads that encode and
 // write them while the model runs the next batch; outputs are written atomically and recorded in results.jsonl, so
 // that --resume can skip finished images. The maths is in the core library (nvlabs_segmentation.h, model.h).
-#include "cli_common.h"
-#include "inputs.h"
-#include "outputs.h"
-#include "progress.h"
-#include "work_queue.h"
-
-#include "groupvit/runtime/cuda_graph.h"
-#include "groupvit/formats/directory_lock.h"
-#include "groupvit/groupvit.h"
-#include "groupvit/image/image_io.h"
-#include "groupvit/segment/nvlabs_segmentation.h"
-#include "groupvit/formats/png_writer.h"
-
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -27,9 +13,22 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 #include <unordered_set>
+
+#include "cli_common.h"
+#include "groupvit/formats/directory_lock.h"
+#include "groupvit/formats/png_writer.h"
+#include "groupvit/groupvit.h"
+#include "groupvit/image/image_io.h"
+#include "groupvit/runtime/cuda_graph.h"
+#include "groupvit/segment/nvlabs_segmentation.h"
+#include "inputs.h"
+#include "outputs.h"
+#include "progress.h"
+#include "work_queue.h"
 
 namespace groupvit_cli {
 

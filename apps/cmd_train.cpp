@@ -2,23 +2,6 @@
 // phrases) with the library's Trainer. Batches are built on worker threads in step order, from
 // a seeded shuffle per epoch, so a run is reproducible and --resume continues it exactly.
 // Writes a model directory that every other command loads like a converted one.
-#include "cli_common.h"
-#include "inputs.h"
-#include "outputs.h"
-#include "progress.h"
-
-#include "groupvit/runtime/allocator.h"
-#include "groupvit/formats/atomic_file.h"
-#include "groupvit/formats/checksums.h"
-#include "groupvit/formats/directory_lock.h"
-#include "groupvit/image/image_io.h"
-#include "groupvit/preprocess/image_preprocess.h"
-#include "groupvit/preprocess/tokenizer_torch.h"
-#include "groupvit/text/prompt_templates.h"
-#include "groupvit/train/training.h"
-#include "groupvit/model/weights.h"
-
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -30,8 +13,24 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
+
+#include "cli_common.h"
+#include "groupvit/formats/atomic_file.h"
+#include "groupvit/formats/checksums.h"
+#include "groupvit/formats/directory_lock.h"
+#include "groupvit/image/image_io.h"
+#include "groupvit/model/weights.h"
+#include "groupvit/preprocess/image_preprocess.h"
+#include "groupvit/preprocess/tokenizer_torch.h"
+#include "groupvit/runtime/allocator.h"
+#include "groupvit/text/prompt_templates.h"
+#include "groupvit/train/training.h"
+#include "inputs.h"
+#include "outputs.h"
+#include "progress.h"
 
 namespace groupvit_cli {
 
@@ -419,11 +418,13 @@ StepsOutcome train_steps(const TrainCliOptions& o, groupvit::Trainer& trainer, B
 }  // namespace
 
 void add_train_options(CLI::App* cmd, TrainCliOptions& o) {
-  cmd->add_option("--data", o.data, "training data: a JSONL file of {\"image\": path, \"caption\": text, "
-                                    "\"phrases\": [texts]} lines (image paths relative to the file)")
+  cmd->add_option("--data", o.data,
+                  "training data: a JSONL file of {\"image\": path, \"caption\": text, "
+                  "\"phrases\": [texts]} lines (image paths relative to the file)")
       ->required();
-  cmd->add_option("--output", o.output, "model directory to write (weights, config, tokenizer, preprocessor, "
-                                        "checkpoint.pt, train_log.jsonl)")
+  cmd->add_option("--output", o.output,
+                  "model directory to write (weights, config, tokenizer, preprocessor, "
+                  "checkpoint.pt, train_log.jsonl)")
       ->required();
   auto* config = cmd->add_option("--config", o.config, "train from scratch: a GroupViT config.json");
   auto* init = cmd->add_option("--init", o.init, "fine-tune: start from this model directory's weights");
@@ -435,8 +436,9 @@ void add_train_options(CLI::App* cmd, TrainCliOptions& o) {
   cmd->add_option("--lr", o.train.lr, "peak learning rate (AdamW)")->capture_default_str();
   cmd->add_option("--min-lr", o.train.min_lr, "learning rate at the end of the cosine decay")->capture_default_str();
   cmd->add_option("--warmup-steps", o.train.warmup_steps, "linear warm-up steps")->capture_default_str();
-  cmd->add_option("--weight-decay", o.train.weight_decay, "AdamW weight decay (not on biases, norms, embeddings, "
-                                                          "group tokens)")
+  cmd->add_option("--weight-decay", o.train.weight_decay,
+                  "AdamW weight decay (not on biases, norms, embeddings, "
+                  "group tokens)")
       ->capture_default_str();
   cmd->add_option("--grad-clip", o.train.grad_clip, "max gradient norm (0: no clipping)")->capture_default_str();
   cmd->add_option("--phrases", o.train.phrases_per_image,

@@ -2,24 +2,24 @@
 // embeddings (cmd_embed.cpp), zero-shot segmentation of image sets (cmd_segment.cpp), training
 // (cmd_train.cpp) and evaluation on labelled data (cmd_eval.cpp).
 // Every failure becomes one line on stderr and a non-zero exit code.
-#include "cli_common.h"
-#include "inputs.h"
-
 #include "groupvit/groupvit.h"
-#include "groupvit/image/image.h"
-#include "groupvit/preprocess/tokenizer_torch.h"
-#include "groupvit/version.h"
-#include "groupvit/model/weights.h"
 
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "cli_common.h"
+#include "groupvit/image/image.h"
+#include "groupvit/model/weights.h"
+#include "groupvit/preprocess/tokenizer_torch.h"
+#include "groupvit/version.h"
+#include "inputs.h"
 
 namespace {
 
@@ -51,16 +51,26 @@ int run_info(const Common& c) {
   const auto& vc = config.vision_config;
   json devices = json::array({"cpu"});
   if (torch::cuda::is_available())
-    for (int i = 0; i < static_cast<int>(torch::cuda::device_count()); ++i) devices.push_back("cuda:" + std::to_string(i));
+    for (int i = 0; i < static_cast<int>(torch::cuda::device_count()); ++i)
+      devices.push_back("cuda:" + std::to_string(i));
   json j = {{"model_dir", c.model_dir},
             {"weights", weights},
             {"stored_dtype", stored_dtype},
             {"parameters", params},
-            {"text", {{"layers", tc.num_hidden_layers}, {"width", tc.hidden_size}, {"heads", tc.num_attention_heads},
-                      {"vocab_size", tc.vocab_size}, {"context_length", tc.max_position_embeddings}}},
-            {"vision", {{"width", vc.hidden_size}, {"heads", vc.num_attention_heads}, {"depths", vc.depths},
-                        {"num_group_tokens", vc.num_group_tokens}, {"num_output_groups", vc.num_output_groups},
-                        {"image_size", {vc.image_height, vc.image_width}}, {"patch_size", vc.patch_size}}},
+            {"text",
+             {{"layers", tc.num_hidden_layers},
+              {"width", tc.hidden_size},
+              {"heads", tc.num_attention_heads},
+              {"vocab_size", tc.vocab_size},
+              {"context_length", tc.max_position_embeddings}}},
+            {"vision",
+             {{"width", vc.hidden_size},
+              {"heads", vc.num_attention_heads},
+              {"depths", vc.depths},
+              {"num_group_tokens", vc.num_group_tokens},
+              {"num_output_groups", vc.num_output_groups},
+              {"image_size", {vc.image_height, vc.image_width}},
+              {"patch_size", vc.patch_size}}},
             {"projection_dim", config.projection_dim},
             {"devices", devices},
             {"version", GROUPVIT_VERSION}};
@@ -76,8 +86,8 @@ int run_info(const Common& c) {
             << tc.max_position_embeddings << "\n"
             << "vision     width " << vc.hidden_size << ", " << vc.num_attention_heads << " heads, depths "
             << json(vc.depths).dump() << ", group tokens " << json(vc.num_group_tokens).dump() << ", output groups "
-            << json(vc.num_output_groups).dump() << ", " << vc.image_height << "x" << vc.image_width
-            << " images in " << vc.patch_size << "px patches\n"
+            << json(vc.num_output_groups).dump() << ", " << vc.image_height << "x" << vc.image_width << " images in "
+            << vc.patch_size << "px patches\n"
             << "projection " << config.projection_dim << "\n"
             << "devices    " << devices.dump() << "\n";
   return 0;
@@ -87,8 +97,9 @@ int run_tokenize(const Common& c, const std::vector<std::string>& texts) {
   check_model_dir(c.model_dir);
   auto tokenizer = groupvit::ClipTokenizer::from_directory(c.model_dir);
   tokenizer.set_truncation_warning([](const std::string& text, size_t n) {
-    std::cerr << "groupvit: warning: text of " << n << " tokens truncated to " << groupvit::ClipTokenizer::kContextLength
-              << ": \"" << text.substr(0, 40) << (text.size() > 40 ? "...\"" : "\"") << "\n";
+    std::cerr << "groupvit: warning: text of " << n << " tokens truncated to "
+              << groupvit::ClipTokenizer::kContextLength << ": \"" << text.substr(0, 40)
+              << (text.size() > 40 ? "...\"" : "\"") << "\n";
   });
   auto batch = tokenizer.encode_batch(texts, groupvit::Padding::Longest);
   json ids = json::array(), mask = json::array();
@@ -145,8 +156,9 @@ int main(int argc, char** argv) {
   // A file size limit (ulimit -f) must surface as a write error (EFBIG) that the batch run reports,
   // not as SIGXFSZ killing the process mid-run.
   std::signal(SIGXFSZ, SIG_IGN);
-  CLI::App app{"groupvit: GroupViT (CVPR 2022) in C++ with LibTorch - image-text similarity and zero-shot "
-               "segmentation that emerges from text supervision"};
+  CLI::App app{
+      "groupvit: GroupViT (CVPR 2022) in C++ with LibTorch - image-text similarity and zero-shot "
+      "segmentation that emerges from text supervision"};
   app.set_version_flag("--version", std::string("groupvit ") + GROUPVIT_VERSION);
   app.require_subcommand(1);
 
@@ -155,7 +167,8 @@ int main(int argc, char** argv) {
   add_common(info, info_opts, false);
 
   std::vector<std::string> tok_texts;
-  auto* tokenize = app.add_subcommand("tokenize", "CLIP BPE token ids of texts, padded like transformers' padding=True");
+  auto* tokenize =
+      app.add_subcommand("tokenize", "CLIP BPE token ids of texts, padded like transformers' padding=True");
   add_common(tokenize, tok_opts, false);
   tokenize->add_option("--text", tok_texts, "a text to tokenize (repeat for several)")->required();
 
@@ -170,27 +183,31 @@ int main(int argc, char** argv) {
   std::string embed_output;
   bool embed_normalize = false;
   int embed_batch = 16;
-  auto* embed = app.add_subcommand("embed", "projected image and/or text features (as get_image_features / "
-                                            "get_text_features), written as .json or .npy");
+  auto* embed = app.add_subcommand("embed",
+                                   "projected image and/or text features (as get_image_features / "
+                                   "get_text_features), written as .json or .npy");
   add_common(embed, embed_opts, true);
   embed->add_option("--image", embed_images, "image files, directories or @list.txt files");
   embed->add_option("--text", embed_texts, "texts");
-  embed->add_option("--output", embed_output,
-                    "FILE.json, or FILE.npy (with both images and texts: FILE.image.npy and FILE.text.npy)")
+  embed
+      ->add_option("--output", embed_output,
+                   "FILE.json, or FILE.npy (with both images and texts: FILE.image.npy and FILE.text.npy)")
       ->required();
   embed->add_flag("--normalize", embed_normalize, "L2-normalise the features");
   embed->add_option("--batch-size", embed_batch, "images per model call")->capture_default_str();
 
   SegmentOptions seg;
-  auto* segment = app.add_subcommand("segment", "zero-shot semantic segmentation of images, files or whole "
-                                                "directories, with resumable, shardable batch runs");
+  auto* segment = app.add_subcommand("segment",
+                                     "zero-shot semantic segmentation of images, files or whole "
+                                     "directories, with resumable, shardable batch runs");
   add_common(segment, seg_opts, true);
   add_segment_options(segment, seg);
 
   Common train_opts;
   TrainCliOptions train_cli;
-  auto* train = app.add_subcommand("train", "train GroupViT from captioned images (image-caption and multi-label "
-                                            "contrastive losses), from scratch or fine-tuning; writes a model directory");
+  auto* train = app.add_subcommand("train",
+                                   "train GroupViT from captioned images (image-caption and multi-label "
+                                   "contrastive losses), from scratch or fine-tuning; writes a model directory");
   train->add_option("--device", train_opts.device, "cpu, cuda or cuda:N")->capture_default_str();
   train->add_option("--threads", train_opts.threads, "CPU threads for LibTorch (default: its own choice)");
   train->add_flag("--json", train_opts.json_output, "print a JSON summary at the end");
@@ -198,8 +215,9 @@ int main(int argc, char** argv) {
 
   Common eval_opts;
   EvalOptions eval_cli;
-  auto* eval = app.add_subcommand("eval", "zero-shot segmentation mIoU on a labelled dataset (VOC layout: images, "
-                                          "label PNGs, class list) with the paper's protocol");
+  auto* eval = app.add_subcommand("eval",
+                                  "zero-shot segmentation mIoU on a labelled dataset (VOC layout: images, "
+                                  "label PNGs, class list) with the paper's protocol");
   add_common(eval, eval_opts, true);
   eval->get_option("--model")->required(false)->description("model directory (not needed with --predictions)");
   add_eval_options(eval, eval_cli);

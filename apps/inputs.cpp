@@ -165,8 +165,9 @@ Shard resolve_shard(const std::string& shard_option, int64_t shard_count) {
     s.source = "slurm";
   } else if (env("JOB_COMPLETION_INDEX")) {
     if (shard_count < 1)
-      throw UsageError("JOB_COMPLETION_INDEX is set (Kubernetes indexed Job): give the Job's completions as "
-                       "--shard-count N");
+      throw UsageError(
+          "JOB_COMPLETION_INDEX is set (Kubernetes indexed Job): give the Job's completions as "
+          "--shard-count N");
     s.index = parse_int(env("JOB_COMPLETION_INDEX"), "JOB_COMPLETION_INDEX");
     s.count = shard_count;
     s.source = "kubernetes";

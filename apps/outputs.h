@@ -2,14 +2,14 @@
 // are written with the library's atomic writes, so a killed run never leaves a half-written file.
 #pragma once
 
-#include "groupvit/formats/atomic_file.h"
-#include "groupvit/preprocess/rgb_image.h"
-
 #include <array>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "groupvit/formats/atomic_file.h"
+#include "groupvit/preprocess/rgb_image.h"
 
 namespace groupvit_cli {
 
@@ -51,6 +51,5 @@ std::string npy_bytes(const std::vector<float>& values, const std::vector<int64_
 std::vector<uint8_t> overlay_image(const groupvit::RgbImage& image, const std::vector<uint8_t>& labels,
                                    const std::vector<std::string>& names,
                                    const std::vector<std::array<uint8_t, 3>>& palette, const std::string& ext);
-
 
 }  // namespace groupvit_cli

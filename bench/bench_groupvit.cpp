@@ -5,19 +5,11 @@
 //                  [--rows image_fp32_b1,...] [--only-load] [--profile image_fp32_b1|image_fp32_b32]
 // --profile records the LibTorch profiler's CPU events over the timed runs of one row and prints
 // each operator's self time instead of the table rows (bench/profile_report.py compares both sides).
-#include "groupvit/runtime/allocator.h"
-#include "groupvit/runtime/cuda_graph.h"
-#include "groupvit/groupvit.h"
-#include "groupvit/segment/nvlabs_segmentation.h"
-#include "groupvit/formats/png_writer.h"
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
+#include <sys/resource.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/torch.h>
 
-#include <sys/resource.h>
-
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <fstream>
@@ -26,8 +18,15 @@
 #include <iterator>
 #include <limits>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+
+#include "groupvit/formats/png_writer.h"
+#include "groupvit/groupvit.h"
+#include "groupvit/runtime/allocator.h"
+#include "groupvit/runtime/cuda_graph.h"
+#include "groupvit/segment/nvlabs_segmentation.h"
 
 namespace {
 
@@ -118,15 +117,16 @@ double image_features_flops(const groupvit::GroupViTConfig& config) {
     if (groups > 0) {
       const double out = static_cast<double>(v.num_output_groups[s]);
       const double tokens_dim = v.assign_mlp_ratio[0] * c, channels_dim = v.assign_mlp_ratio[1] * c;
-      flops += 2 * c * (groups * tokens_dim + tokens_dim * out);                          // mixer over tokens
+      flops += 2 * c * (groups * tokens_dim + tokens_dim * out);                         // mixer over tokens
       flops += out * 8 * c * c + image_tokens * 4 * c * c + 4 * out * image_tokens * c;  // cross-attention
-      flops += out * 4 * c * inter;                                                     // its MLP
+      flops += out * 4 * c * inter;                                                      // its MLP
       flops += out * 4 * c * c + image_tokens * 4 * c * c + 4 * out * image_tokens * c;  // assignment
-      flops += out * 4 * c * channels_dim;                                              // channel MLP
+      flops += out * 4 * c * channels_dim;                                               // channel MLP
       image_tokens = out;
     }
   }
-  flops += 2 * c * config.projection_intermediate_dim + 2.0 * config.projection_intermediate_dim * config.projection_dim;
+  flops +=
+      2 * c * config.projection_intermediate_dim + 2.0 * config.projection_intermediate_dim * config.projection_dim;
   return flops;
 }
 
@@ -144,7 +144,8 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed warm-up runs per row");
   app.add_option("--device", device_name, "cpu or cuda");
   app.add_option("--rows", rows_arg, "comma-separated subset of rows");
-  app.add_option("--gpu-batch", gpu_batch, "batch of the gpu_* rows (run by default on CUDA only)")->capture_default_str();
+  app.add_option("--gpu-batch", gpu_batch, "batch of the gpu_* rows (run by default on CUDA only)")
+      ->capture_default_str();
   app.add_flag("--system-malloc", system_malloc,
                "leave malloc as it is instead of keep_freed_memory_for_reuse() after the load (as the CLI does)");
   app.add_flag("--only-load", only_load, "only time loading (run in a fresh process for peak memory)");
@@ -155,7 +156,9 @@ int main(int argc, char** argv) {
   const torch::Device device(device_name);
   const bool cuda = device.is_cuda();
 
-  json out = {{"impl", "groupvit C++"}, {"threads", torch::get_num_threads()}, {"device", device_name},
+  json out = {{"impl", "groupvit C++"},
+              {"threads", torch::get_num_threads()},
+              {"device", device_name},
               {"torch", TORCH_VERSION}};
   try {
     // Load time with a warm page cache: read the weights once before timing.
@@ -246,8 +249,8 @@ int main(int argc, char** argv) {
       auto px16 = pixels.to(torch::kBFloat16);
       if (want("image_bf16_b32")) {
         auto timed = torch::randn({batch, 3, 224, 224}, opts).to(torch::kBFloat16);
-        auto r = time_it([&] { model.model()->get_image_features(timed); }, native ? warmup : 0, native ? reps : 1,
-                         cuda);
+        auto r =
+            time_it([&] { model.model()->get_image_features(timed); }, native ? warmup : 0, native ? reps : 1, cuda);
         r["batch"] = batch;
         r["images_per_s"] = static_cast<double>(batch) / r["median_s"].get<double>();
         r["native_bf16"] = native;
@@ -288,8 +291,10 @@ int main(int argc, char** argv) {
       auto image = torch::randn({3, 448, 597}, opts);
       groupvit::NvlabsSegmentationOptions so;
       results["seg_nvlabs_640x480"] = time_it(
-          [&] { groupvit::nvlabs_segment(*model.model(), {image}, text_embeds, {{{480, 640}}}, so); }, warmup, reps,
-          cuda);
+          [&] {
+            groupvit::nvlabs_segment(*model.model(), {image}, text_embeds, {{{480, 640}}}, so);
+          },
+          warmup, reps, cuda);
     }
     // Throughput at a GPU batch: image features and Hugging Face-style segmentation (labels of
     // 6 classes), each eager and through CUDA graphs (groupvit/runtime/cuda_graph.h), in fp16 and bf16
@@ -342,7 +347,8 @@ int main(int argc, char** argv) {
       auto windows = torch::stack({image.narrow(2, 0, 448), image.narrow(2, 149, 448)});
       json r = time_it([&] { model.model()->vision_model(windows, false, true); }, warmup, reps, cuda);
       auto labels_map = torch::randint(0, 7, {480, 640}, torch::kByte);
-      std::vector<uint8_t> label_bytes(labels_map.data_ptr<uint8_t>(), labels_map.data_ptr<uint8_t>() + labels_map.numel());
+      std::vector<uint8_t> label_bytes(labels_map.data_ptr<uint8_t>(),
+                                       labels_map.data_ptr<uint8_t>() + labels_map.numel());
       std::vector<std::array<uint8_t, 3>> palette(7, {10, 20, 30});
       json png = time_it([&] { groupvit::encode_paletted_png(label_bytes, 480, 640, palette); }, 1, reps, false);
       results["seg_postprocess"] = {{"windows_forward_s", r["median_s"]}, {"png_encode_s", png["median_s"]}};

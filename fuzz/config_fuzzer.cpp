@@ -1,9 +1,9 @@
 // Fuzzes the config.json reader: any text must give a valid config or a ConfigError.
-#include "groupvit/formats/config.h"
-
 #include <cstddef>
 #include <cstdint>
 #include <string>
+
+#include "groupvit/formats/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

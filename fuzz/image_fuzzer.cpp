@@ -1,9 +1,9 @@
 // Fuzzes image decoding (OpenCV behind our format checks, size limit and EXIF handling): any
 // bytes give an RGB image or an ImageError, never a crash or an unbounded allocation.
-#include "groupvit/image/image_io.h"
-
 #include <cstddef>
 #include <cstdint>
+
+#include "groupvit/image/image_io.h"
 
 namespace {
 // A few hundred bytes can declare a legal 8000x8000 JPEG whose decoding takes ~30 s under ASan

@@ -1,8 +1,8 @@
 // Fuzzes the safetensors header parser: any bytes must give a header or a FormatError.
-#include "groupvit/formats/safetensors.h"
-
 #include <cstddef>
 #include <cstdint>
+
+#include "groupvit/formats/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -1,14 +1,14 @@
 // Fuzzes the CLIP tokenizer with arbitrary bytes: ids or a TokenizerError (invalid UTF-8),
 // never a crash; truncated encodings keep BOS first and EOS last. The vocabulary comes from
 // GROUPVIT_BPE (scripts/fuzz.sh sets it to open_clip's bpe_simple_vocab_16e6.txt.gz).
-#include "groupvit/text/tokenizer.h"
-
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
+
+#include "groupvit/text/tokenizer.h"
 
 static std::unique_ptr<groupvit::ClipTokenizer> tokenizer;
 

@@ -67,8 +67,8 @@ torch::Tensor GroupViT::encode_texts(const std::vector<std::string>& texts) cons
 
 torch::Tensor GroupViT::encode_texts(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) const {
   torch::NoGradGuard no_grad;
-  auto features = model_->get_text_features(input_ids.to(device_), attention_mask.defined() ? attention_mask.to(device_)
-                                                                                             : attention_mask);
+  auto features = model_->get_text_features(input_ids.to(device_),
+                                            attention_mask.defined() ? attention_mask.to(device_) : attention_mask);
   return l2_normalize(features);
 }
 

@@ -10,16 +10,16 @@
 // and preprocessing config are immutable and cheap to copy.
 #pragma once
 
-#include "groupvit/preprocess/image_preprocess.h"
-#include "groupvit/model/model.h"
-#include "groupvit/segment/nvlabs_segmentation.h"
-#include "groupvit/text/prompt_templates.h"
-#include "groupvit/preprocess/tokenizer_torch.h"
-#include "groupvit/version.h"
-#include "groupvit/model/weights.h"
-
 #include <string>
 #include <vector>
+
+#include "groupvit/model/model.h"
+#include "groupvit/model/weights.h"
+#include "groupvit/preprocess/image_preprocess.h"
+#include "groupvit/preprocess/tokenizer_torch.h"
+#include "groupvit/segment/nvlabs_segmentation.h"
+#include "groupvit/text/prompt_templates.h"
+#include "groupvit/version.h"
 
 namespace groupvit {
 

@@ -1,12 +1,11 @@
 // The public facade (groupvit/groupvit.h, groupvit/image/image.h): same numbers as the model and the
 // reference fixtures, frames from tensors and cv::Mat.
-#include "test_support.h"
-
 #include "groupvit/groupvit.h"
+#include "test_support.h"
 #ifdef GROUPVIT_HAVE_OPENCV
-#include "groupvit/image/image.h"
-
 #include <opencv2/core.hpp>
+
+#include "groupvit/image/image.h"
 #endif
 
 #include <catch2/catch.hpp>
@@ -68,9 +67,8 @@ TEST_CASE("frames as uint8 tensors are preprocessed close to the exact path", "[
   // A smooth synthetic frame, where LibTorch's and Pillow's bicubic agree to a few levels.
   auto y = torch::linspace(0, 1, 300).view({300, 1});
   auto x = torch::linspace(0, 1, 400).view({1, 400});
-  auto frame = torch::stack({255 * x.expand({300, 400}), 255 * y.expand({300, 400}), 255 * (x * y)}, 2)
-                   .round()
-                   .to(torch::kByte);
+  auto frame =
+      torch::stack({255 * x.expand({300, 400}), 255 * y.expand({300, 400}), 255 * (x * y)}, 2).round().to(torch::kByte);
   groupvit::RgbImage image;
   image.height = 300;
   image.width = 400;

@@ -1,7 +1,7 @@
 // GroupViTConfig: Hugging Face defaults, legacy keys, and clear errors for bad values.
-#include "groupvit/formats/config.h"
-
 #include <catch2/catch.hpp>
+
+#include "groupvit/formats/config.h"
 
 using groupvit::ConfigError;
 using groupvit::GroupViTConfig;
@@ -92,7 +92,8 @@ TEST_CASE("wrong types and impossible values give errors naming the key", "[conf
 
 TEST_CASE("numbers beyond double range are a ConfigError, not an escaping json exception", "[config]") {
   // Found by fuzz_config (issue 7): nlohmann throws out_of_range, not parse_error, for 1e400.
-  for (const char* text : {R"({"projection_dim": 1e400})", "15643e1111111", R"({"text_config": {"hidden_size": -1e999}})"}) {
+  for (const char* text :
+       {R"({"projection_dim": 1e400})", "15643e1111111", R"({"text_config": {"hidden_size": -1e999}})"}) {
     INFO(text);
     CHECK_THROWS_AS(GroupViTConfig::from_json_string(text, "model/config.json"), ConfigError);
     CHECK_THROWS_WITH(GroupViTConfig::from_json_string(text, "model/config.json"),

@@ -1,17 +1,12 @@
 // Durable files: atomic writes (modes, failures, files written together), checksums.sha256 and
 // directory locks. The checksum format is checked against coreutils' sha256sum, its reference.
-#include "groupvit/formats/atomic_file.h"
-#include "groupvit/formats/checksums.h"
-#include "groupvit/formats/directory_lock.h"
-
-#include <catch2/catch.hpp>
-
 #include <dirent.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +14,10 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "groupvit/formats/atomic_file.h"
+#include "groupvit/formats/checksums.h"
+#include "groupvit/formats/directory_lock.h"
 
 namespace {
 
@@ -35,9 +34,7 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 
-void spit(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
+void spit(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
 
 mode_t mode_of(const std::string& path) {
   struct stat st {};
@@ -145,8 +142,8 @@ TEST_CASE("files written together are replaced together or not at all", "[files]
   {
     // The first file fits under the limit, the second does not: neither may replace its old one.
     FileSizeLimit limit(1000);
-    CHECK_THROWS_AS(groupvit::write_files_atomic({{dir + "/p.image.npy", std::string(100, 'i')},
-                                                  {dir + "/p.text.npy", std::string(5000, 't')}}),
+    CHECK_THROWS_AS(groupvit::write_files_atomic(
+                        {{dir + "/p.image.npy", std::string(100, 'i')}, {dir + "/p.text.npy", std::string(5000, 't')}}),
                     groupvit::FileError);
   }
   CHECK(slurp(dir + "/p.image.npy") == "old image");
@@ -170,7 +167,7 @@ TEST_CASE("checksums.sha256 is sha256sum's format and catches damaged files", "[
   CHECK(run_shell("cd " + dir + " && sha256sum --quiet -c " + groupvit::kChecksumFile) == 0);
   const auto manifest = slurp(dir + "/" + groupvit::kChecksumFile);
   CHECK(manifest.find("  config.json\n") < manifest.find("  model.safetensors\n"));  // sorted by name
-  CHECK(std::count(manifest.begin(), manifest.end(), '\n') == 2);                   // old lines dropped
+  CHECK(std::count(manifest.begin(), manifest.end(), '\n') == 2);                    // old lines dropped
   CHECK(groupvit::sha256_of_file(dir + "/config.json") == files[1].sha256());
   CHECK_NOTHROW(groupvit::verify_checksum(dir, "model.safetensors", true));
   CHECK_NOTHROW(groupvit::verify_checksum(dir, "unlisted.txt"));  // not listed, not required

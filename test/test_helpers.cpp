@@ -1,19 +1,18 @@
 // The helpers that each exist once for the whole project (README "Layout"): filling prompt
 // templates, L2 normalisation, chaining assignment maps, reading integers from JSON, reading files.
 // Each is used by several callers that once had their own copies; these cases pin the one behaviour.
-#include "test_support.h"
+#include <torch/torch.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <limits>
 
 #include "groupvit/formats/atomic_file.h"
 #include "groupvit/formats/json_number.h"
 #include "groupvit/model/model.h"
 #include "groupvit/model/segmentation.h"
 #include "groupvit/text/prompt_templates.h"
-
-#include <catch2/catch.hpp>
-#include <torch/torch.h>
-
-#include <fstream>
-#include <limits>
+#include "test_support.h"
 
 namespace {
 

@@ -366,7 +366,8 @@ TEST_CASE("preprocessor_config.json is read like transformers reads it", "[image
   CHECK_THROWS_WITH(parse(R"({"crop_size": 1000000})"), Catch::Contains("crop_size"));
   CHECK_THROWS_WITH(parse("[1, 2]"), Catch::Contains("JSON object"));
   CHECK_THROWS_WITH(parse("{"), Catch::Contains("not valid JSON"));
-  CHECK_THROWS_WITH(parse(R"({"crop_size": 1e400})"), Catch::Contains("cfg.json") && Catch::Contains("number overflow"));  // issue 7
+  CHECK_THROWS_WITH(parse(R"({"crop_size": 1e400})"),
+                    Catch::Contains("cfg.json") && Catch::Contains("number overflow"));  // issue 7
   CHECK_THROWS_WITH(ImagePreprocessConfig::from_file("/nonexistent/preprocessor_config.json"),
                     Catch::Contains("/nonexistent/preprocessor_config.json"));
 }

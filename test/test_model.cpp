@@ -1,27 +1,24 @@
 // The model's behaviour beyond parity: any image size, training mode (Gumbel assignment,
 // batch-statistics BatchNorm, backward), dtypes, input validation and loader errors.
-#include "test_support.h"
+#include <ATen/record_function.h>
+#include <ftw.h>
+#include <sys/resource.h>
+#include <torch/torch.h>
+#include <unistd.h>
 
-#include "groupvit/runtime/allocator.h"
-#include "groupvit/runtime/cuda_graph.h"
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
 #include "groupvit/model/layers.h"
 #include "groupvit/model/model.h"
 #include "groupvit/model/vision_model.h"
 #include "groupvit/model/weights.h"
-
-#include <ATen/record_function.h>
-#include <catch2/catch.hpp>
-#include <torch/torch.h>
-
-#include <filesystem>
-#include <fstream>
-
-#include <ftw.h>
-#include <sys/resource.h>
-#include <unistd.h>
-
-#include <cmath>
-#include <cstdio>
+#include "groupvit/runtime/allocator.h"
+#include "groupvit/runtime/cuda_graph.h"
+#include "test_support.h"
 
 namespace {
 
@@ -45,7 +42,6 @@ torch::Tensor tiny_ids(int64_t n) {
   ids.select(1, 9).fill_(99);
   return ids;
 }
-
 
 void write_archive(const fs::path& file, const std::map<std::string, torch::Tensor>& tensors) {
   c10::Dict<std::string, torch::Tensor> dict;
@@ -210,9 +206,9 @@ TEST_CASE("the loader names missing, unexpected and mis-shaped tensors", "[model
   SECTION("missing tensor") {
     state.erase("vision_model.encoder.stages.1.group_token");
     write_archive(tmp.path / groupvit::kArchiveFile, state);
-    CHECK_THROWS_WITH(groupvit::load_model(tmp.path.string()),
-                      Catch::Contains("missing (1)") && Catch::Contains("stages.1.group_token") &&
-                          Catch::Contains(groupvit::kArchiveFile));
+    CHECK_THROWS_WITH(groupvit::load_model(tmp.path.string()), Catch::Contains("missing (1)") &&
+                                                                   Catch::Contains("stages.1.group_token") &&
+                                                                   Catch::Contains(groupvit::kArchiveFile));
   }
   SECTION("wrong shape") {
     state["logit_scale"] = torch::zeros({2});
@@ -301,8 +297,8 @@ std::vector<std::string> operators_called(const std::function<void()>& fn) {
   static thread_local std::vector<std::string>* sink = nullptr;
   std::vector<std::string> names;
   sink = &names;
-  const auto handle = at::addThreadLocalCallback(at::RecordFunctionCallback(
-      [](const at::RecordFunction& f) -> std::unique_ptr<at::ObserverContext> {
+  const auto handle = at::addThreadLocalCallback(
+      at::RecordFunctionCallback([](const at::RecordFunction& f) -> std::unique_ptr<at::ObserverContext> {
         if (sink) sink->emplace_back(f.name());
         return nullptr;
       }));

@@ -14,20 +14,18 @@
 //       scale floored at 1e-2 of the model's largest gradient (see run_gradients)
 // The hard assignment is checked separately: any token whose argmax group differs from the
 // reference's is reported with its stage, image, token and the reference's top-1/top-2 margin.
-#include "test_support.h"
-
-#include "groupvit/model/model.h"
-#include "groupvit/model/weights.h"
-
 #include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+
+#include "groupvit/model/model.h"
+#include "groupvit/model/weights.h"
+#include "test_support.h"
 
 namespace {
 
@@ -68,8 +66,7 @@ void check(const std::string& config, const std::string& what, const torch::Tens
   REQUIRE(torch::isfinite(ours).all().item<bool>());
   const double err = scaled_error(ours, ref);
   std::cout << "[parity] " << std::left << std::setw(16) << config << std::setw(44) << what << " rel.err "
-            << std::scientific << std::setprecision(2) << err << "  (tol " << tol << ")" << std::defaultfloat
-            << "\n";
+            << std::scientific << std::setprecision(2) << err << "  (tol " << tol << ")" << std::defaultfloat << "\n";
   CHECK(err <= tol);
 }
 
@@ -110,9 +107,9 @@ void run_parity(const std::string& name) {
   auto out = model->forward(ids, pixels, mask, o);
 
   // The assignment first: a flip would explain every later difference.
-  REQUIRE(out.vision_model_output.attentions.size() == static_cast<size_t>(c.ref.count("vision.attentions.0") +
-                                                                           c.ref.count("vision.attentions.1") +
-                                                                           c.ref.count("vision.attentions.2")));
+  REQUIRE(out.vision_model_output.attentions.size() ==
+          static_cast<size_t>(c.ref.count("vision.attentions.0") + c.ref.count("vision.attentions.1") +
+                              c.ref.count("vision.attentions.2")));
   check_assignments(c, out.vision_model_output.attentions);
 
   const auto& text = out.text_model_output;
@@ -157,8 +154,8 @@ void run_gradients(const std::string& name) {
   auto model = groupvit::load_model(c.model_dir);
   groupvit::GroupViTForwardOptions o;
   o.return_loss = true;
-  auto out = model->forward(c.ref.at("input.input_ids"), c.ref.at("input.pixel_values"),
-                            c.ref.at("input.attention_mask"), o);
+  auto out =
+      model->forward(c.ref.at("input.input_ids"), c.ref.at("input.pixel_values"), c.ref.at("input.attention_mask"), o);
   out.loss.backward();
   // Some gradients are zero in exact arithmetic (a key bias under softmax, a bias that a
   // LayerNorm removes) and hold only rounding noise in both implementations (seen: up to
@@ -187,8 +184,8 @@ void run_gradients(const std::string& name) {
     ++compared;
   }
   std::cout << "[parity] " << std::left << std::setw(16) << name << "gradients of " << compared
-            << " parameters, worst rel.err " << std::scientific << std::setprecision(2) << worst << " ("
-            << worst_name << ", tol " << kGradTol << ")" << std::defaultfloat << "\n";
+            << " parameters, worst rel.err " << std::scientific << std::setprecision(2) << worst << " (" << worst_name
+            << ", tol " << kGradTol << ")" << std::defaultfloat << "\n";
   CHECK(compared > 0);
 }
 
@@ -261,7 +258,8 @@ TEST_CASE("a Hugging Face directory loads directly and equals the converted one"
 TEST_CASE("fp16 and bf16 storage from the converter load as the rounded fp32 weights", "[parity]") {
   auto c = load_case("small");
   auto reference = groupvit::load_model(c.model_dir);
-  for (auto [suffix, dtype] : {std::pair<const char*, torch::Dtype>{"fp16", torch::kHalf}, {"bf16", torch::kBFloat16}}) {
+  for (auto [suffix, dtype] :
+       {std::pair<const char*, torch::Dtype>{"fp16", torch::kHalf}, {"bf16", torch::kBFloat16}}) {
     const auto dir = c.dir / (std::string("model_") + suffix);
     for (const auto& [key, t] : groupvit::read_weights_file((dir / groupvit::kArchiveFile).string())) {
       INFO(suffix << " archive " << key);

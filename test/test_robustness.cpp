@@ -2,27 +2,26 @@
 // configs, model directories with a file missing or unreadable, tokenizer files, and every input
 // the fuzzers ever kept (corpus and regressions) replayed through the fuzz entry points. Each case
 // must end in one exception that names the file and the problem; a crash fails the suite.
-#include "test_support.h"
-
 #include "groupvit/formats/config.h"
-#include "groupvit/model/model.h"
 #include "groupvit/formats/safetensors.h"
-#include "groupvit/text/tokenizer.h"
+#include "groupvit/model/model.h"
 #include "groupvit/model/weights.h"
+#include "groupvit/text/tokenizer.h"
+#include "test_support.h"
 #ifdef GROUPVIT_HAVE_OPENCV
 #include "groupvit/image/image_io.h"
 #endif
 
-#include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <random>
 
 // The fuzz targets, compiled into this executable under other names (see test/CMakeLists.txt).
@@ -56,7 +55,8 @@ std::string read_bytes(const fs::path& path) {
 }
 
 void write_bytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 std::string random_bytes(size_t n, unsigned seed) {
@@ -83,7 +83,8 @@ struct SafetensorsBuilder {
       auto c = t.to(is_float ? torch::kFloat : torch::kLong).contiguous();
       const auto begin = data.size();
       data.append(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.numel() * c.element_size()));
-      header[name] = {{"dtype", is_float ? "F32" : "I64"}, {"shape", c.sizes().vec()}, {"data_offsets", {begin, data.size()}}};
+      header[name] = {
+          {"dtype", is_float ? "F32" : "I64"}, {"shape", c.sizes().vec()}, {"data_offsets", {begin, data.size()}}};
     }
   }
   std::string bytes() const {
@@ -159,8 +160,8 @@ TEST_CASE("broken model.safetensors files give one error naming the file and the
       {"truncated inside the header", valid.substr(0, 40), "runs past the end of the file"},
       {"malformed JSON", length_prefixed("{\"a\": {\"dtype\": ", 16), "malformed JSON header"},
       {"JSON array", length_prefixed("[1, 2]", 6), "not a JSON object"},
-      {"offsets outside the file",
-       edited([&](json& h) { h[first]["data_offsets"][1] = good.data.size() + 4; }), "ends at byte"},
+      {"offsets outside the file", edited([&](json& h) { h[first]["data_offsets"][1] = good.data.size() + 4; }),
+       "ends at byte"},
       {"overlapping tensors",  // the second tensor moved 4 bytes back, into the first (same length)
        edited([&](json& h) {
          const uint64_t b = h[second]["data_offsets"][0], e = h[second]["data_offsets"][1];
@@ -195,8 +196,8 @@ TEST_CASE("broken model.safetensors files give one error naming the file and the
   const std::string matrix = "text_model.embeddings.token_embedding.weight";  // [100, 32]
   reshaped[matrix] = reshaped[matrix].reshape({32, 100});
   write_bytes(file, SafetensorsBuilder(reshaped).bytes());
-  CHECK_THROWS_WITH(groupvit::load_model(dir), Catch::Contains(file.string()) && Catch::Contains("wrong shape") &&
-                                                   Catch::Contains(matrix));
+  CHECK_THROWS_WITH(groupvit::load_model(dir),
+                    Catch::Contains(file.string()) && Catch::Contains("wrong shape") && Catch::Contains(matrix));
   // A directory where the file should be.
   fs::remove(file);
   fs::create_directory(file);
@@ -278,10 +279,11 @@ TEST_CASE("a config.json with wrong types or impossible values names the file an
        "not divisible"},
       {"image not a multiple of the patch", with([](json& j) { j["vision_config"]["patch_size"] = 5; }),
        "not a multiple of patch_size"},
-      {"stage lists of different lengths", with([](json& j) { j["vision_config"]["depths"] = {1, 1, 1}; }),
+      {"stage lists of different lengths", with([](json& j) {
+         j["vision_config"]["depths"] = {1, 1, 1};
+       }),
        "different lengths"},
-      {"eos outside the vocabulary", with([](json& j) { j["text_config"]["eos_token_id"] = 100; }),
-       "eos_token_id"},
+      {"eos outside the vocabulary", with([](json& j) { j["text_config"]["eos_token_id"] = 100; }), "eos_token_id"},
       {"huge integer", with([](json& j) { j["projection_dim"] = 1e300; }), "projection_dim"},
       {"section of the wrong type", with([](json& j) { j["vision_config"] = 3; }), "vision_config"},
   };
@@ -301,9 +303,9 @@ TEST_CASE("a config.json with wrong types or impossible values names the file an
                 j["text_config"]["num_attention_heads"] = 1;
               }));
   CHECK_THROWS_AS(groupvit::load_model(dir), groupvit::WeightsError);
-  CHECK_THROWS_WITH(groupvit::load_model(dir),
-                    Catch::Contains((tmp.path / groupvit::kSafetensorsFile).string()) &&
-                        Catch::Contains("parameters") && Catch::Contains("do not belong together"));
+  CHECK_THROWS_WITH(groupvit::load_model(dir), Catch::Contains((tmp.path / groupvit::kSafetensorsFile).string()) &&
+                                                   Catch::Contains("parameters") &&
+                                                   Catch::Contains("do not belong together"));
 
   // config.json that is a directory.
   fs::remove(file);
@@ -318,7 +320,8 @@ TEST_CASE("a model directory missing a file names what is missing", "[robust]") 
   write_bytes(tmp.path / "config.json", tiny_config().to_json_string());
   CHECK_THROWS_WITH(groupvit::load_model(dir), Catch::Contains(dir) && Catch::Contains("no weights found"));
   write_bytes(tmp.path / "pytorch_model.bin", "x");
-  CHECK_THROWS_WITH(groupvit::load_model(dir), Catch::Contains("pytorch_model.bin") && Catch::Contains("convert_hf.py"));
+  CHECK_THROWS_WITH(groupvit::load_model(dir),
+                    Catch::Contains("pytorch_model.bin") && Catch::Contains("convert_hf.py"));
   // No tokenizer files at all, then broken ones.
   CHECK_THROWS_WITH(groupvit::ClipTokenizer::from_directory(dir),
                     Catch::Contains(dir) && Catch::Contains("vocab.json + merges.txt"));

@@ -1,12 +1,11 @@
 // The safetensors header parser: valid files parse; every malformed header is rejected with a
 // message, before any offset is trusted.
-#include "groupvit/formats/safetensors.h"
-
 #include <catch2/catch.hpp>
-
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "groupvit/formats/safetensors.h"
 
 namespace {
 

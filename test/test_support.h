@@ -2,9 +2,8 @@
 // outputs that the Python fixture scripts write with torch.save({...}).
 #pragma once
 
-#include <torch/torch.h>
-
 #include <ftw.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,8 +44,8 @@ inline c10::Dict<c10::IValue, c10::IValue> load_pickled_dict(const std::string& 
 struct TempDir {
   std::filesystem::path path;
   TempDir() {
-    path = std::filesystem::temp_directory_path() / ("groupvit-test-" + std::to_string(::getpid()) + "-" +
-                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
+    path = std::filesystem::temp_directory_path() /
+           ("groupvit-test-" + std::to_string(::getpid()) + "-" + std::to_string(reinterpret_cast<uintptr_t>(this)));
     std::filesystem::create_directories(path);
   }
   // POSIX nftw rather than std::filesystem::remove_all: libtorch.so exports its own, broken

@@ -11,8 +11,8 @@
 #include <thread>
 #include <vector>
 
-#include "groupvit/text/tokenizer.h"
 #include "groupvit/preprocess/tokenizer_torch.h"
+#include "groupvit/text/tokenizer.h"
 #include "groupvit/text/tokenizer_unicode.h"
 #include "test_support.h"
 

@@ -11,20 +11,18 @@
 // the elements whose gradient is above that noise in every step so far: AdamW turns any gradient,
 // noise included, into a step of about lr, so noise elements move in arbitrary directions in both
 // implementations alike; that is also why the second step's numbers are a little looser.
-#include "test_support.h"
-
-#include "groupvit/train/training.h"
-#include "groupvit/model/weights.h"
-
-#include <catch2/catch.hpp>
-
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cstdio>
 #include <filesystem>
-#include <map>
 #include <iomanip>
 #include <iostream>
+#include <map>
+
+#include "groupvit/model/weights.h"
+#include "groupvit/train/training.h"
+#include "test_support.h"
 
 namespace {
 
@@ -113,8 +111,8 @@ TEST_CASE("two training steps match the reference trainer", "[train]") {
     CHECK(scaled_error(trainer.multi_label_logit_scale(), ref.at(s + "param.multi_label_logit_scale")) < 1e-4);
     std::cout << "[train] step " << step << ": loss " << std::setprecision(8) << r.loss << " (ref "
               << ref.at(s + "loss").item<double>() << "), worst gradient rel.err " << std::scientific
-              << std::setprecision(2) << worst_grad << " (" << worst_grad_name << "), worst weight rel.err " << worst_param << " on " << kept
-              << " of " << total << " weights" << std::defaultfloat << "\n";
+              << std::setprecision(2) << worst_grad << " (" << worst_grad_name << "), worst weight rel.err "
+              << worst_param << " on " << kept << " of " << total << " weights" << std::defaultfloat << "\n";
   }
 }
 

@@ -4,7 +4,6 @@
 //
 //   segment_frames MODEL_DIR "cat,dog,grass" [--device cuda] [--frames 4]
 #include <groupvit/groupvit.h>
-
 #include <torch/torch.h>
 
 #include <iomanip>
@@ -46,7 +45,7 @@ int main(int argc, char** argv) {
                              3)
                       .to(torch::kByte);
 
-    const auto pixel_values = model.preprocess_frames(frames);            // [N, 3, 224, 224]
+    const auto pixel_values = model.preprocess_frames(frames);                   // [N, 3, 224, 224]
     const auto labels_map = model.segment_hf_labels(pixel_values, text_embeds);  // [N, 224, 224]
     const auto counts = torch::nn::functional::one_hot(labels_map.flatten(1), static_cast<int64_t>(labels.size()))
                             .sum(1)

@@ -9,10 +9,10 @@
 
 #include <atomic>
 #include <cerrno>
-#include <fstream>
-#include <sstream>
 #include <cstring>
+#include <fstream>
 #include <random>
+#include <sstream>
 
 namespace groupvit {
 

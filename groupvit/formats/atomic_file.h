@@ -3,8 +3,6 @@
 // Free of LibTorch (part of groupvit_formats).
 #pragma once
 
-#include "groupvit/formats/sha256.h"
-
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -12,6 +10,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "groupvit/formats/sha256.h"
 
 namespace groupvit {
 
@@ -81,9 +81,9 @@ void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& 
 void make_directories(const std::string& dir);
 std::string parent_directory(const std::string& path);
 std::string file_name(const std::string& path);  // the part after the last '/'
-bool file_exists(const std::string& path);        // a regular file (or a link to one)
-// A whole regular file's bytes; nullopt when it is missing, not a regular file, or unreadable (the caller names the file and
-// what it is in its own error: a config, a preprocessor config, ...).
+bool file_exists(const std::string& path);       // a regular file (or a link to one)
+// A whole regular file's bytes; nullopt when it is missing, not a regular file, or unreadable (the caller names the
+// file and what it is in its own error: a config, a preprocessor config, ...).
 std::optional<std::string> read_file(const std::string& path);
 
 }  // namespace groupvit

@@ -20,9 +20,8 @@ using Entry = std::pair<std::string, std::string>;  // (name, hex digest); sorte
 std::string join(const std::string& dir, const std::string& name) { return dir + "/" + name; }
 
 bool is_hex_digest(const std::string& s) {
-  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
+  return s.size() == 64 &&
+         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
 // The manifest's entries; a missing manifest is an empty set, a malformed line an error (a

@@ -9,11 +9,11 @@
 // the old lines. Writers hold the directory's lock (directory_lock.h) while they do this.
 #pragma once
 
-#include "groupvit/formats/atomic_file.h"
-
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "groupvit/formats/atomic_file.h"
 
 namespace groupvit {
 

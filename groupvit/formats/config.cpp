@@ -1,12 +1,12 @@
 // Reads and validates GroupViTConfig from Hugging Face config.json files.
 #include "groupvit/formats/config.h"
 
-#include "groupvit/formats/atomic_file.h"
-#include "groupvit/formats/json_number.h"
-
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
+
+#include "groupvit/formats/atomic_file.h"
+#include "groupvit/formats/json_number.h"
 
 namespace groupvit {
 namespace {
@@ -219,9 +219,9 @@ void GroupViTConfig::validate(const std::string& source) const {
   in_range(tc.num_hidden_layers, 0, t + "num_hidden_layers");
   in_range(tc.num_attention_heads, 1, t + "num_attention_heads");
   in_range(tc.max_position_embeddings, 1, t + "max_position_embeddings");
-  require(tc.hidden_size % tc.num_attention_heads == 0,
-          t + "hidden_size (" + std::to_string(tc.hidden_size) + ") is not divisible by num_attention_heads (" +
-              std::to_string(tc.num_attention_heads) + ")");
+  require(tc.hidden_size % tc.num_attention_heads == 0, t + "hidden_size (" + std::to_string(tc.hidden_size) +
+                                                            ") is not divisible by num_attention_heads (" +
+                                                            std::to_string(tc.num_attention_heads) + ")");
   require(is_supported_activation(tc.hidden_act), t + "hidden_act: unsupported activation '" + tc.hidden_act + "'");
   require(tc.layer_norm_eps > 0, t + "layer_norm_eps must be positive");
   require(tc.eos_token_id >= 0 && tc.eos_token_id < tc.vocab_size,
@@ -234,9 +234,9 @@ void GroupViTConfig::validate(const std::string& source) const {
   in_range(vc.num_channels, 1, v + "num_channels");
   in_range(vc.image_height, 1, v + "image_size");
   in_range(vc.image_width, 1, v + "image_size");
-  require(vc.hidden_size % vc.num_attention_heads == 0,
-          v + "hidden_size (" + std::to_string(vc.hidden_size) + ") is not divisible by num_attention_heads (" +
-              std::to_string(vc.num_attention_heads) + ")");
+  require(vc.hidden_size % vc.num_attention_heads == 0, v + "hidden_size (" + std::to_string(vc.hidden_size) +
+                                                            ") is not divisible by num_attention_heads (" +
+                                                            std::to_string(vc.num_attention_heads) + ")");
   require(vc.image_height % vc.patch_size == 0 && vc.image_width % vc.patch_size == 0,
           v + "image_size (" + std::to_string(vc.image_height) + "x" + std::to_string(vc.image_width) +
               ") is not a multiple of patch_size (" + std::to_string(vc.patch_size) + ")");
@@ -258,7 +258,8 @@ void GroupViTConfig::validate(const std::string& source) const {
     in_range(vc.num_group_tokens[i], 0, v + "num_group_tokens" + stage);
     in_range(vc.num_output_groups[i], 0, v + "num_output_groups" + stage);
     if (vc.num_group_tokens[i] > 0)
-      require(vc.num_output_groups[i] > 0, v + "num_output_groups" + stage + " must be positive for a stage with group tokens");
+      require(vc.num_output_groups[i] > 0,
+              v + "num_output_groups" + stage + " must be positive for a stage with group tokens");
   }
   // The image tokens a stage receives are the previous stage's output groups; the last
   // stage with group tokens fixes how many tokens leave the encoder.
@@ -288,7 +289,8 @@ std::string GroupViTConfig::to_json_string() const {
                {"bos_token_id", tc.bos_token_id},
                {"eos_token_id", tc.eos_token_id},
                {"model_type", "groupvit_text_model"}};
-  json image_size = vc.image_height == vc.image_width ? json(vc.image_height) : json::array({vc.image_height, vc.image_width});
+  json image_size =
+      vc.image_height == vc.image_width ? json(vc.image_height) : json::array({vc.image_height, vc.image_width});
   json vision = {{"hidden_size", vc.hidden_size},
                  {"intermediate_size", vc.intermediate_size},
                  {"num_hidden_layers", vc.num_hidden_layers},

@@ -1,8 +1,6 @@
 // DirectoryLock (see directory_lock.h).
 #include "groupvit/formats/directory_lock.h"
 
-#include "groupvit/formats/atomic_file.h"
-
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -10,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+
+#include "groupvit/formats/atomic_file.h"
 
 namespace groupvit {
 

@@ -2,10 +2,9 @@
 // the config.json and preprocessor_config.json readers.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 
 namespace groupvit {

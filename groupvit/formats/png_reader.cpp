@@ -62,8 +62,8 @@ LabelMap decode_label_png(const uint8_t* data, size_t size, const std::string& s
   const bool grey = colour_type == 0 && bit_depth == 8;
   const bool palette = colour_type == 3 && (bit_depth == 1 || bit_depth == 2 || bit_depth == 4 || bit_depth == 8);
   if (!grey && !palette)
-    fail("a label map must be an 8-bit grey or a paletted PNG (colour type " + std::to_string(colour_type) +
-         ", " + std::to_string(bit_depth) + " bits given)");
+    fail("a label map must be an 8-bit grey or a paletted PNG (colour type " + std::to_string(colour_type) + ", " +
+         std::to_string(bit_depth) + " bits given)");
   if (width == 0 || height == 0 || uint64_t{width} * height > kMaxPixels)
     fail("label map of " + std::to_string(width) + "x" + std::to_string(height) + " pixels is empty or too large");
   const size_t row_bytes = (static_cast<size_t>(width) * bit_depth + 7) / 8;
@@ -85,12 +85,23 @@ LabelMap decode_label_png(const uint8_t* data, size_t size, const std::string& s
       const int a = x > 0 ? row[x - 1] : 0, b = previous[x], c = x > 0 ? previous[x - 1] : 0;
       int predicted = 0;
       switch (filter) {
-        case 0: predicted = 0; break;
-        case 1: predicted = a; break;
-        case 2: predicted = b; break;
-        case 3: predicted = (a + b) / 2; break;
-        case 4: predicted = paeth(a, b, c); break;
-        default: fail("damaged PNG (unknown row filter " + std::to_string(filter) + ")");
+        case 0:
+          predicted = 0;
+          break;
+        case 1:
+          predicted = a;
+          break;
+        case 2:
+          predicted = b;
+          break;
+        case 3:
+          predicted = (a + b) / 2;
+          break;
+        case 4:
+          predicted = paeth(a, b, c);
+          break;
+        default:
+          fail("damaged PNG (unknown row filter " + std::to_string(filter) + ")");
       }
       row[x] = static_cast<uint8_t>(in[x] + predicted);
     }
@@ -100,8 +111,8 @@ LabelMap decode_label_png(const uint8_t* data, size_t size, const std::string& s
     } else {
       const int per_byte = 8 / bit_depth, mask = (1 << bit_depth) - 1;
       for (size_t x = 0; x < width; ++x)
-        dst[x] = static_cast<uint8_t>((row[x / per_byte] >> (8 - bit_depth * (1 + static_cast<int>(x % per_byte)))) &
-                                      mask);
+        dst[x] =
+            static_cast<uint8_t>((row[x / per_byte] >> (8 - bit_depth * (1 + static_cast<int>(x % per_byte)))) & mask);
     }
     std::swap(previous, row);
   }

@@ -2,13 +2,12 @@
 // cv::Mat frames into RgbImage, and straight into pixel_values for a GroupViT.
 #pragma once
 
-#include "groupvit/groupvit.h"
-#include "groupvit/image/image_io.h"  // decode_image_file, decode_image_bytes, probe_image, rgb_from_mat
-
 #include <opencv2/core/mat.hpp>
-
 #include <string>
 #include <vector>
+
+#include "groupvit/groupvit.h"
+#include "groupvit/image/image_io.h"  // decode_image_file, decode_image_bytes, probe_image, rgb_from_mat
 
 namespace groupvit {
 

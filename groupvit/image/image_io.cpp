@@ -3,6 +3,8 @@
 // EXIF/XMP orientation, PNG colour key) are read here so that every conversion step is explicit and matches Pillow.
 #include "groupvit/image/image_io.h"
 
+#include <webp/decode.h>
+
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -13,7 +15,6 @@
 #include <opencv2/imgcodecs.hpp>
 #include <optional>
 #include <stdexcept>
-#include <webp/decode.h>
 
 namespace groupvit {
 namespace {

@@ -1,9 +1,9 @@
 // GroupViTModel (see model.h).
 #include "groupvit/model/model.h"
 
-#include "groupvit/model/segmentation.h"
-
 #include <torch/torch.h>
+
+#include "groupvit/model/segmentation.h"
 
 namespace groupvit {
 namespace {
@@ -31,15 +31,16 @@ GroupViTModelImpl::GroupViTModelImpl(const GroupViTConfig& config) : config_(con
   text_model = register_module("text_model", GroupViTTextTransformer(config_.text_config));
   vision_model = register_module("vision_model", GroupViTVisionTransformer(config_.vision_config));
   visual_projection = register_module(
-      "visual_projection", projection_head(config_.vision_config.hidden_size, config_.projection_intermediate_dim,
-                                           config_.projection_dim));
+      "visual_projection",
+      projection_head(config_.vision_config.hidden_size, config_.projection_intermediate_dim, config_.projection_dim));
   text_projection = register_module(
       "text_projection",
       projection_head(config_.text_config.hidden_size, config_.projection_intermediate_dim, config_.projection_dim));
   logit_scale = register_parameter("logit_scale", torch::tensor(config_.logit_scale_init_value, torch::kFloat));
 }
 
-torch::Tensor GroupViTModelImpl::get_text_features(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
+torch::Tensor GroupViTModelImpl::get_text_features(const torch::Tensor& input_ids,
+                                                   const torch::Tensor& attention_mask) {
   return text_projection->forward(text_model(input_ids, attention_mask).pooler_output);
 }
 

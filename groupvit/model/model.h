@@ -3,11 +3,11 @@
 // the contrastive loss.
 #pragma once
 
+#include <torch/nn/modules/container/sequential.h>
+
 #include "groupvit/formats/config.h"
 #include "groupvit/model/text_model.h"
 #include "groupvit/model/vision_model.h"
-
-#include <torch/nn/modules/container/sequential.h>
 
 namespace groupvit {
 
@@ -51,7 +51,7 @@ class GroupViTModelImpl : public torch::nn::Module {
   GroupViTVisionTransformer vision_model{nullptr};
   torch::nn::Sequential visual_projection{nullptr};  // Linear, BatchNorm1d, ReLU, Linear
   torch::nn::Sequential text_projection{nullptr};
-  torch::Tensor logit_scale;                         // 0-dim; logits use exp(logit_scale)
+  torch::Tensor logit_scale;  // 0-dim; logits use exp(logit_scale)
 
  private:
   GroupViTConfig config_;

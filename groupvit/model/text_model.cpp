@@ -27,14 +27,14 @@ torch::Tensor GroupViTTextEmbeddingsImpl::forward(const torch::Tensor& input_ids
 }
 
 GroupViTTextEncoderImpl::GroupViTTextEncoderImpl(const GroupViTTextConfig& c) {
-  const EncoderLayerOptions o{c.hidden_size,         c.intermediate_size, c.num_attention_heads,
-                              c.hidden_act,          c.layer_norm_eps,    c.attention_dropout};
+  const EncoderLayerOptions o{c.hidden_size, c.intermediate_size, c.num_attention_heads,
+                              c.hidden_act,  c.layer_norm_eps,    c.attention_dropout};
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(GroupViTEncoderLayer(o));
   register_module("layers", layers);
 }
 
 GroupViTEncoderOutput GroupViTTextEncoderImpl::forward(const torch::Tensor& inputs_embeds,
-                                                      const torch::Tensor& attention_mask, bool output_hidden_states) {
+                                                       const torch::Tensor& attention_mask, bool output_hidden_states) {
   GroupViTEncoderOutput out;
   auto hidden = inputs_embeds;
   for (const auto& layer : *layers) {
@@ -53,8 +53,7 @@ GroupViTTextTransformerImpl::GroupViTTextTransformerImpl(const GroupViTTextConfi
 }
 
 TextModelOutput GroupViTTextTransformerImpl::forward(const torch::Tensor& input_ids_in,
-                                                     const torch::Tensor& attention_mask,
-                                                     bool output_hidden_states) {
+                                                     const torch::Tensor& attention_mask, bool output_hidden_states) {
   if (!input_ids_in.defined() || input_ids_in.dim() < 1)
     throw std::invalid_argument("input_ids must be a [batch, length] tensor");
   const auto input_ids = input_ids_in.reshape({-1, input_ids_in.size(-1)}).to(torch::kLong);
@@ -70,11 +69,12 @@ TextModelOutput GroupViTTextTransformerImpl::forward(const torch::Tensor& input_
   // Causal mask plus key padding, added to the scores: a finite lowest value (as the
   // reference uses) rather than -inf, so a fully masked row stays finite.
   const auto dtype = hidden.scalar_type();
-  const double lowest = dtype == torch::kHalf ? -65504.0
+  const double lowest = dtype == torch::kHalf       ? -65504.0
                         : dtype == torch::kBFloat16 ? -3.3895313892515355e38
-                        : dtype == torch::kDouble ? std::numeric_limits<double>::lowest()
-                                                  : static_cast<double>(std::numeric_limits<float>::lowest());
-  auto allowed = torch::ones({length, length}, input_ids.options().dtype(torch::kBool)).tril().view({1, 1, length, length});
+                        : dtype == torch::kDouble   ? std::numeric_limits<double>::lowest()
+                                                    : static_cast<double>(std::numeric_limits<float>::lowest());
+  auto allowed =
+      torch::ones({length, length}, input_ids.options().dtype(torch::kBool)).tril().view({1, 1, length, length});
   if (attention_mask.defined()) {
     if (attention_mask.sizes() != input_ids.sizes())
       throw std::invalid_argument("attention_mask must have the shape of input_ids");
@@ -95,8 +95,8 @@ TextModelOutput GroupViTTextTransformerImpl::forward(const torch::Tensor& input_
   } else {
     index = input_ids.eq(config_.eos_token_id).to(torch::kInt).argmax(-1);
   }
-  out.pooler_output =
-      out.last_hidden_state.index({torch::arange(batch, index.options().dtype(torch::kLong)), index.to(out.last_hidden_state.device())});
+  out.pooler_output = out.last_hidden_state.index(
+      {torch::arange(batch, index.options().dtype(torch::kLong)), index.to(out.last_hidden_state.device())});
   return out;
 }
 

@@ -2,12 +2,12 @@
 // LayerNorm, and pooling at the end-of-text token (GroupViTTextTransformer).
 #pragma once
 
-#include "groupvit/formats/config.h"
-#include "groupvit/model/layers.h"
-
 #include <torch/nn/modules/embedding.h>
 
 #include <vector>
+
+#include "groupvit/formats/config.h"
+#include "groupvit/model/layers.h"
 
 namespace groupvit {
 

@@ -32,7 +32,8 @@ torch::Tensor gumbel_softmax_hard(const torch::Tensor& logits, int64_t dim) {
 
 GroupViTPatchEmbeddingsImpl::GroupViTPatchEmbeddingsImpl(int64_t num_channels, int64_t embed_dim, int64_t patch_size) {
   projection = register_module(
-      "projection", torch::nn::Conv2d(torch::nn::Conv2dOptions(num_channels, embed_dim, patch_size).stride(patch_size)));
+      "projection",
+      torch::nn::Conv2d(torch::nn::Conv2dOptions(num_channels, embed_dim, patch_size).stride(patch_size)));
 }
 
 torch::Tensor GroupViTPatchEmbeddingsImpl::forward(const torch::Tensor& pixel_values) {
@@ -40,7 +41,8 @@ torch::Tensor GroupViTPatchEmbeddingsImpl::forward(const torch::Tensor& pixel_va
 }
 
 GroupViTVisionEmbeddingsImpl::GroupViTVisionEmbeddingsImpl(const GroupViTVisionConfig& c) : config_(c) {
-  patch_embeddings = register_module("patch_embeddings", GroupViTPatchEmbeddings(c.num_channels, c.hidden_size, c.patch_size));
+  patch_embeddings =
+      register_module("patch_embeddings", GroupViTPatchEmbeddings(c.num_channels, c.hidden_size, c.patch_size));
   position_embeddings = register_parameter("position_embeddings", torch::zeros({1, c.num_patches(), c.hidden_size}));
   layernorm = register_module("layernorm", make_layer_norm(c.hidden_size, c.layer_norm_eps));
 }
@@ -92,7 +94,7 @@ GroupViTAssignAttentionImpl::GroupViTAssignAttentionImpl(const GroupViTVisionCon
 }
 
 std::pair<torch::Tensor, torch::Tensor> GroupViTAssignAttentionImpl::forward(const torch::Tensor& query,
-                                                                            const torch::Tensor& key) {
+                                                                             const torch::Tensor& key) {
   auto q = linear(q_proj, query);
   auto k = linear(k_proj, key);
   auto v = linear(v_proj, key);
@@ -118,7 +120,8 @@ GroupViTTokenAssignImpl::GroupViTTokenAssignImpl(const GroupViTVisionConfig& c, 
   const auto tokens_dim = static_cast<int64_t>(c.assign_mlp_ratio[0] * d);
   const auto channels_dim = static_cast<int64_t>(c.assign_mlp_ratio[1] * d);
   norm_tokens = register_module("norm_tokens", make_layer_norm(c.hidden_size, c.layer_norm_eps));
-  mlp_inter = register_module("mlp_inter", GroupViTMixerMLP(num_group_token, tokens_dim, num_output_group, c.hidden_act));
+  mlp_inter =
+      register_module("mlp_inter", GroupViTMixerMLP(num_group_token, tokens_dim, num_output_group, c.hidden_act));
   norm_post_tokens = register_module("norm_post_tokens", make_layer_norm(c.hidden_size, c.layer_norm_eps));
   norm_x = register_module("norm_x", make_layer_norm(c.hidden_size, c.layer_norm_eps));
   pre_assign_attn = register_module("pre_assign_attn", GroupViTCrossAttentionLayer(c));
@@ -128,7 +131,7 @@ GroupViTTokenAssignImpl::GroupViTTokenAssignImpl(const GroupViTVisionConfig& c, 
 }
 
 std::pair<torch::Tensor, torch::Tensor> GroupViTTokenAssignImpl::forward(const torch::Tensor& image_tokens_in,
-                                                                        const torch::Tensor& group_tokens_in) {
+                                                                         const torch::Tensor& group_tokens_in) {
   auto group_tokens = norm_tokens(group_tokens_in);
   auto image_tokens = norm_x(image_tokens_in);
   auto projected = norm_post_tokens(mlp_inter(group_tokens));  // [B, G_out, C]
@@ -144,17 +147,17 @@ GroupViTStageImpl::GroupViTStageImpl(const GroupViTVisionConfig& c, int64_t dept
     : num_group_token_(num_group_token) {
   if (num_group_token > 0)
     group_token = register_parameter("group_token", torch::zeros({1, num_group_token, c.hidden_size}));
-  const EncoderLayerOptions o{c.hidden_size,  c.intermediate_size, c.num_attention_heads,
-                              c.hidden_act,   c.layer_norm_eps,    c.attention_dropout};
+  const EncoderLayerOptions o{c.hidden_size, c.intermediate_size, c.num_attention_heads,
+                              c.hidden_act,  c.layer_norm_eps,    c.attention_dropout};
   for (int64_t i = 0; i < depth; ++i) layers->push_back(GroupViTEncoderLayer(o));
   register_module("layers", layers);
   if (num_group_token > 0)
     downsample = register_module("downsample", GroupViTTokenAssign(c, num_group_token, num_output_group));
   if (num_prev_group_token > 0 && num_group_token > 0) {
-    group_projector = register_module(
-        "group_projector",
-        torch::nn::Sequential(make_layer_norm(c.hidden_size, c.layer_norm_eps),
-                              GroupViTMixerMLP(num_prev_group_token, c.hidden_size / 2, num_group_token, c.hidden_act)));
+    group_projector = register_module("group_projector",
+                                      torch::nn::Sequential(make_layer_norm(c.hidden_size, c.layer_norm_eps),
+                                                            GroupViTMixerMLP(num_prev_group_token, c.hidden_size / 2,
+                                                                             num_group_token, c.hidden_act)));
   }
 }
 
@@ -194,7 +197,7 @@ GroupViTVisionEncoderImpl::GroupViTVisionEncoderImpl(const GroupViTVisionConfig&
 }
 
 GroupViTEncoderOutput GroupViTVisionEncoderImpl::forward(const torch::Tensor& hidden_states, bool output_hidden_states,
-                                                        bool output_attentions) {
+                                                         bool output_attentions) {
   GroupViTEncoderOutput out;
   auto hidden = hidden_states;
   torch::Tensor group_tokens;

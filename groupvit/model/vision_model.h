@@ -3,13 +3,13 @@
 // LayerNorm and mean pooling (GroupViTVisionTransformer and its parts).
 #pragma once
 
-#include "groupvit/formats/config.h"
-#include "groupvit/model/layers.h"
-
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 
 #include <vector>
+
+#include "groupvit/formats/config.h"
+#include "groupvit/model/layers.h"
 
 namespace groupvit {
 

@@ -1,16 +1,10 @@
 // Weight files and model directories (see weights.h).
 #include "groupvit/model/weights.h"
 
-#include "groupvit/formats/atomic_file.h"
-#include "groupvit/formats/checksums.h"
-#include "groupvit/formats/safetensors.h"
-
-#include <nlohmann/json.hpp>
-#include <torch/torch.h>
-
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,8 +13,13 @@
 #include <fstream>
 #include <iomanip>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <vector>
+
+#include "groupvit/formats/atomic_file.h"
+#include "groupvit/formats/checksums.h"
+#include "groupvit/formats/safetensors.h"
 
 namespace groupvit {
 namespace {
@@ -68,7 +67,9 @@ class File {
     while (bytes > 0) {
       const ssize_t n = ::pread(fd_, out, std::min<uint64_t>(bytes, 1u << 30), static_cast<off_t>(offset));
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) throw WeightsError(path_ + ": read error at byte " + std::to_string(offset) + (n < 0 ? std::string(": ") + std::strerror(errno) : ": unexpected end of file"));
+      if (n <= 0)
+        throw WeightsError(path_ + ": read error at byte " + std::to_string(offset) +
+                           (n < 0 ? std::string(": ") + std::strerror(errno) : ": unexpected end of file"));
       out += n;
       bytes -= static_cast<uint64_t>(n);
       offset += static_cast<uint64_t>(n);
@@ -173,7 +174,8 @@ void check_fit(const std::map<std::string, torch::Tensor>& targets, const std::m
     }
     const auto& info = it->second;
     if (c10::IntArrayRef(info.shape) != target.sizes()) {
-      mismatched.push_back(name + " (file " + shape_string(info.shape) + ", model " + shape_string(target.sizes()) + ")");
+      mismatched.push_back(name + " (file " + shape_string(info.shape) + ", model " + shape_string(target.sizes()) +
+                           ")");
     } else if (c10::isFloatingType(info.dtype) != target.is_floating_point()) {
       mismatched.push_back(name + " (file dtype " + std::string(c10::toString(info.dtype)) + ", model " +
                            c10::toString(target.scalar_type()) + ")");
@@ -245,7 +247,8 @@ std::string find_weights_file(const std::string& dir) {
     if (fs::exists(path)) return path.string();
   }
   if (fs::exists(fs::path(dir) / "pytorch_model.bin"))
-    throw WeightsError(dir + ": has only pytorch_model.bin, a Python pickle that LibTorch cannot read; convert "
+    throw WeightsError(dir +
+                       ": has only pytorch_model.bin, a Python pickle that LibTorch cannot read; convert "
                        "the directory with scripts/convert_hf.py");
   throw WeightsError(dir + ": no weights found (expected " + kArchiveFile + " from scripts/convert_hf.py, or " +
                      kSafetensorsFile + ")");
@@ -269,7 +272,8 @@ double minimum_parameter_count(const GroupViTConfig& config) {
   return static_cast<double>(t.vocab_size + t.max_position_embeddings) * th +
          static_cast<double>(t.num_hidden_layers) * layer(th, static_cast<double>(t.intermediate_size)) +
          (static_cast<double>(v.num_patches()) + group_tokens +
-          static_cast<double>(v.num_channels * v.patch_size * v.patch_size)) * vh +
+          static_cast<double>(v.num_channels * v.patch_size * v.patch_size)) *
+             vh +
          depth * layer(vh, static_cast<double>(v.intermediate_size)) + (th + vh) * inter + 2 * inter * proj;
 }
 
@@ -329,11 +333,16 @@ namespace {
 
 std::string safetensors_dtype(torch::Dtype dtype, const std::string& name) {
   switch (dtype) {
-    case torch::kFloat: return "F32";
-    case torch::kHalf: return "F16";
-    case torch::kBFloat16: return "BF16";
-    case torch::kLong: return "I64";
-    default: throw WeightsError("cannot store tensor " + name + " of type " + c10::toString(dtype) + " in safetensors");
+    case torch::kFloat:
+      return "F32";
+    case torch::kHalf:
+      return "F16";
+    case torch::kBFloat16:
+      return "BF16";
+    case torch::kLong:
+      return "I64";
+    default:
+      throw WeightsError("cannot store tensor " + name + " of type " + c10::toString(dtype) + " in safetensors");
   }
 }
 

@@ -4,13 +4,13 @@
 // module tree by name, shape and dtype kind before anything is copied.
 #pragma once
 
-#include "groupvit/model/model.h"
-
 #include <torch/types.h>
 
 #include <map>
 #include <stdexcept>
 #include <string>
+
+#include "groupvit/model/model.h"
 
 namespace groupvit {
 

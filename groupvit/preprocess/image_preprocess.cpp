@@ -2,15 +2,15 @@
 // bit, transformers' center crop, and the float32 rescale/normalise arithmetic of its numpy code.
 #include "groupvit/preprocess/image_preprocess.h"
 
-#include "groupvit/formats/checksums.h"
-#include "groupvit/formats/json_number.h"
-
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+
+#include "groupvit/formats/checksums.h"
+#include "groupvit/formats/json_number.h"
 
 namespace groupvit {
 

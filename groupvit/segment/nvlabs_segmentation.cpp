@@ -1,14 +1,14 @@
 // NVlabs evaluation semantics for zero-shot segmentation (see nvlabs_segmentation.h).
 #include "groupvit/segment/nvlabs_segmentation.h"
 
-#include "groupvit/model/segmentation.h"
-
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <limits>
 #include <map>
 #include <stdexcept>
+
+#include "groupvit/model/segmentation.h"
 
 namespace groupvit {
 
@@ -26,8 +26,8 @@ torch::Tensor resize_bilinear(const torch::Tensor& x, int64_t height, int64_t wi
 
 // Chained soft maps of every stage up to `last_stage`, [B, G, h, w] at the window's pixel size.
 // The patch grid is known here (window size / patch size), so no grid recovery is needed.
-std::vector<torch::Tensor> chained_maps(const VisionModelOutput& vision, int64_t grid_h, int64_t grid_w,
-                                        int64_t height, int64_t width) {
+std::vector<torch::Tensor> chained_maps(const VisionModelOutput& vision, int64_t grid_h, int64_t grid_w, int64_t height,
+                                        int64_t width) {
   std::vector<torch::Tensor> float_attentions;
   for (const auto& attn : vision.attentions) float_attentions.push_back(attn.to(torch::kFloat));
   std::vector<torch::Tensor> maps;
@@ -80,9 +80,9 @@ torch::Tensor nvlabs_window_scores(GroupViTModelImpl& model, const torch::Tensor
   const auto image_affinity = (torch::matmul(image_embeds, text.t()) * scale).softmax(-1);  // [B, N]
   const auto top = std::get<1>(image_affinity.topk(std::min(options.top_k, classes), -1));
   auto keep = torch::zeros_like(image_affinity, torch::kBool).scatter_(1, top, true);  // [B, N]
-  group_affinity = group_affinity.masked_fill(keep.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity())
-                       .softmax(-1) *
-                   pre_affinity;
+  group_affinity =
+      group_affinity.masked_fill(keep.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity()).softmax(-1) *
+      pre_affinity;
 
   // One-hot grouping: each pixel takes its group's class scores.
   auto index = group_of_pixel.reshape({batch, -1, 1}).expand({batch, height * width, classes});
@@ -137,7 +137,8 @@ std::vector<torch::Tensor> nvlabs_segment(GroupViTModelImpl& model, const std::v
   std::map<std::pair<int64_t, int64_t>, std::vector<size_t>> by_shape;
   for (size_t k = 0; k < windows.size(); ++k) {
     const auto& win = windows[k];
-    const int64_t ph = (win.y2 - win.y1 + patch - 1) / patch * patch, pw = (win.x2 - win.x1 + patch - 1) / patch * patch;
+    const int64_t ph = (win.y2 - win.y1 + patch - 1) / patch * patch,
+                  pw = (win.x2 - win.x1 + patch - 1) / patch * patch;
     by_shape[{ph, pw}].push_back(k);
   }
   const auto dtype = model.logit_scale.scalar_type();

@@ -5,11 +5,11 @@
 // LibTorch only, so it runs on any device the model is on.
 #pragma once
 
-#include "groupvit/model/model.h"
-
 #include <array>
 #include <string>
 #include <vector>
+
+#include "groupvit/model/model.h"
 
 namespace groupvit {
 

@@ -25,13 +25,8 @@ inline const std::vector<std::string> kSimpleTemplates = {
 
 // A 7-template subset of the CLIP ImageNet ensemble.
 inline const std::vector<std::string> kSubsetTemplates = {
-    "itap of a {}.",
-    "a bad photo of a {}.",
-    "a origami {}.",
-    "a photo of the large {}.",
-    "a {} in a video game.",
-    "art of the {}.",
-    "a photo of the small {}.",
+    "itap of a {}.",  "a bad photo of a {}.",     "a origami {}.", "a photo of the large {}.", "a {} in a video game.",
+    "art of the {}.", "a photo of the small {}.",
 };
 
 // The 80 CLIP ImageNet templates.

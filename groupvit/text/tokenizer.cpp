@@ -2,8 +2,6 @@
 // bpe_simple_vocab_16e6.txt.gz), the pre-tokenizer, the merge loop with its cache, and ids/padding.
 #include "groupvit/text/tokenizer.h"
 
-#include "groupvit/formats/checksums.h"
-
 #include <zlib.h>
 
 #include <array>
@@ -18,6 +16,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "groupvit/formats/checksums.h"
 #include "groupvit/text/tokenizer_unicode.h"
 
 namespace groupvit {

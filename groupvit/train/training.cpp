@@ -1,17 +1,17 @@
 #include "groupvit/train/training.h"
 
-#include "groupvit/formats/atomic_file.h"
-#include "groupvit/formats/checksums.h"
-
-#include <ATen/core/Generator.h>
 #include <ATen/Context.h>
-#include <nlohmann/json.hpp>
+#include <ATen/core/Generator.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/serialize.h>
 
 #include <cmath>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
+
+#include "groupvit/formats/atomic_file.h"
+#include "groupvit/formats/checksums.h"
 
 namespace groupvit {
 
@@ -87,14 +87,14 @@ double learning_rate_at(const TrainOptions& o, int64_t step) {
 torch::Tensor multi_label_contrastive_loss(const torch::Tensor& image_embeds, const torch::Tensor& phrase_embeds,
                                            const torch::Tensor& scale) {
   TORCH_CHECK(image_embeds.dim() == 2 && phrase_embeds.dim() == 3 && phrase_embeds.size(0) == image_embeds.size(0),
-              "multi-label loss: expected image embeds [B, C] and phrase embeds [B, K, C], got ",
-              image_embeds.sizes(), " and ", phrase_embeds.sizes());
+              "multi-label loss: expected image embeds [B, C] and phrase embeds [B, K, C], got ", image_embeds.sizes(),
+              " and ", phrase_embeds.sizes());
   namespace F = torch::nn::functional;
   const auto batch = phrase_embeds.size(0);
   const auto k = phrase_embeds.size(1);
   auto images = l2_normalize(image_embeds);
   auto phrases = l2_normalize(phrase_embeds).reshape({batch * k, -1});
-  auto logits_per_image = torch::matmul(images, phrases.t()) * scale;  // [B, B*K]
+  auto logits_per_image = torch::matmul(images, phrases.t()) * scale;   // [B, B*K]
   auto logits_per_phrase = torch::matmul(phrases, images.t()) * scale;  // [B*K, B]
   // Image b's target: 1/K on columns b*K .. b*K+K-1.
   auto owner = torch::arange(batch * k, image_embeds.options().dtype(torch::kLong)).div(k, "floor");
@@ -212,7 +212,7 @@ void Trainer::save_checkpoint(const std::string& path) const {
   archive.write("step", torch::tensor(step_, torch::kLong));
   const auto options_text = options_.to_json_string();
   archive.write("options", torch::from_blob(const_cast<char*>(options_text.data()),
-                                             {static_cast<int64_t>(options_text.size())}, torch::kUInt8)
+                                            {static_cast<int64_t>(options_text.size())}, torch::kUInt8)
                                .clone());
   // The Gumbel noise comes from the default generator of the model's device.
   auto generator = at::globalContext().defaultGenerator(model_->logit_scale.device());
@@ -244,9 +244,8 @@ void Trainer::load_checkpoint(const std::string& path) {
   torch::Tensor options_bytes;
   archive.read("options", options_bytes);
   options_bytes = options_bytes.to(torch::kCPU).contiguous();
-  auto saved = TrainOptions::from_json_string(
-      std::string(reinterpret_cast<const char*>(options_bytes.data_ptr<uint8_t>()),
-                  static_cast<size_t>(options_bytes.numel())));
+  auto saved = TrainOptions::from_json_string(std::string(
+      reinterpret_cast<const char*>(options_bytes.data_ptr<uint8_t>()), static_cast<size_t>(options_bytes.numel())));
   saved.steps = options_.steps;
   if (saved.to_json_string() != options_.to_json_string())
     throw std::runtime_error("checkpoint " + path + " was trained with other options: " + saved.to_json_string() +

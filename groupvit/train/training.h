@@ -5,23 +5,23 @@
 // tensors; reading captions and decoding images is the caller's job (apps/cmd_train.cpp).
 #pragma once
 
-#include "groupvit/model/model.h"
-
 #include <torch/optim/adamw.h>
 
 #include <cstdint>
 #include <memory>
 #include <string>
 
+#include "groupvit/model/model.h"
+
 namespace groupvit {
 
 struct TrainOptions {
   int64_t steps = 1000;
   int64_t batch_size = 64;
-  double lr = 1e-3;               // peak learning rate, reached after the warm-up
-  double min_lr = 1e-5;           // where the cosine decay ends
-  int64_t warmup_steps = 100;     // linear from 0
-  double weight_decay = 0.05;     // AdamW; not applied to biases, norms, embeddings, group tokens
+  double lr = 1e-3;            // peak learning rate, reached after the warm-up
+  double min_lr = 1e-5;        // where the cosine decay ends
+  int64_t warmup_steps = 100;  // linear from 0
+  double weight_decay = 0.05;  // AdamW; not applied to biases, norms, embeddings, group tokens
   double beta1 = 0.9;
   double beta2 = 0.98;
   double eps = 1e-8;

@@ -1,17 +1,15 @@
 // CUDA graphs (groupvit/runtime/cuda_graph.h) on the full-size parity model: replays give what eager
 // forwards give, for new input values each call, and one-off shapes stay eager.
-#include "../test_support.h"
-
-#include "groupvit/runtime/cuda_graph.h"
-#include "groupvit/model/model.h"
-#include "groupvit/model/weights.h"
-
 #include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "../test_support.h"
+#include "groupvit/model/model.h"
+#include "groupvit/model/weights.h"
+#include "groupvit/runtime/cuda_graph.h"
 
 namespace {
 

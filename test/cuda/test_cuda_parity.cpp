@@ -2,18 +2,17 @@
 //   fp32: the CPU tolerances (TF32 disabled so that matmuls and convolutions are true fp32).
 //   fp16 / bf16: image and text embeddings by cosine similarity with the reference, and the
 //   share of image tokens whose hard assignment agrees with the reference's.
-#include "../test_support.h"
-
-#include "groupvit/model/model.h"
-#include "groupvit/model/weights.h"
-
 #include <ATen/Context.h>
-#include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "../test_support.h"
+#include "groupvit/model/model.h"
+#include "groupvit/model/weights.h"
 
 namespace {
 
@@ -67,17 +66,17 @@ void run(const std::string& name, torch::Dtype dtype, double min_cos, double min
   const double cos_img = min_cosine(out.image_embeds, f.ref.at("image_embeds"));
   const double cos_txt = min_cosine(out.text_embeds, f.ref.at("text_embeds"));
   const double agree = assignment_agreement(out.vision_model_output.attentions, f.ref);
-  std::cout << "[cuda] " << name << " " << c10::toString(dtype) << ": image cos " << cos_img << ", text cos "
-            << cos_txt << ", assignment agreement " << agree << "\n";
+  std::cout << "[cuda] " << name << " " << c10::toString(dtype) << ": image cos " << cos_img << ", text cos " << cos_txt
+            << ", assignment agreement " << agree << "\n";
   CHECK(cos_img >= min_cos);
   CHECK(cos_txt >= min_cos);
   CHECK(agree >= min_agree);
   if (fp32_tol > 0) {
     for (const char* key : {"image_embeds", "text_embeds", "logits_per_image", "segmentation_logits"}) {
-      const torch::Tensor& ours = key == std::string("image_embeds")        ? out.image_embeds
-                                  : key == std::string("text_embeds")       ? out.text_embeds
-                                  : key == std::string("logits_per_image")  ? out.logits_per_image
-                                                                            : out.segmentation_logits;
+      const torch::Tensor& ours = key == std::string("image_embeds")       ? out.image_embeds
+                                  : key == std::string("text_embeds")      ? out.text_embeds
+                                  : key == std::string("logits_per_image") ? out.logits_per_image
+                                                                           : out.segmentation_logits;
       auto r = f.ref.at(key).to(torch::kDouble);
       const double err = (ours.to(torch::kCPU, torch::kDouble) - r).abs().max().item<double>() /
                          std::max(r.abs().max().item<double>(), 1e-30);
@@ -91,7 +90,8 @@ void run(const std::string& name, torch::Dtype dtype, double min_cos, double min
 }  // namespace
 
 TEST_CASE("CUDA fp32 matches transformers tightly", "[cuda]") {
-  for (const char* name : {"full", "full_nonsquare", "small", "two_stage"}) run(name, torch::kFloat, 0.99999, 1.0, 1e-4);
+  for (const char* name : {"full", "full_nonsquare", "small", "two_stage"})
+    run(name, torch::kFloat, 0.99999, 1.0, 1e-4);
 }
 
 TEST_CASE("CUDA fp16 keeps embeddings and assignments", "[cuda]") {
