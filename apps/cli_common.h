@@ -71,6 +71,7 @@ struct SegmentOptions {
   bool no_background = false;
   bool whole = false;
   int64_t short_side = 448;
+  std::string resize = "mmcv";  // nvlabs: mmcv (OpenCV bilinear, as the paper) or pillow (bicubic)
   int64_t long_side = 2048;
   int64_t crop_size = 448;
   int64_t stride = 224;
@@ -117,14 +118,19 @@ void add_train_options(CLI::App* cmd, TrainCliOptions& o);
 int run_train(const Common& c, const TrainCliOptions& o);
 
 struct EvalOptions {
-  SegmentOptions seg;       // templates and the NVlabs head's options
-  std::string images;       // directory of images
-  std::string labels_dir;   // directory of label PNGs (same file stems)
-  std::string classes;      // class list, line k = label k; "background" first means a threshold
-  std::string predictions;  // evaluate these label PNGs instead of running the model
-  std::string list;         // optional: the file stems to evaluate (VOC ImageSets style)
-  std::string report;       // optional: write the JSON report here
+  SegmentOptions seg;                 // templates and the NVlabs head's options
+  std::string images;                 // directory of images
+  std::string labels_dir;             // directory of label PNGs (same file stems)
+  std::string classes;                // class list, line k = label k; "background" first means a threshold
+  std::string predictions;            // evaluate these label PNGs instead of running the model
+  std::string list;                   // optional: the file stems to evaluate (VOC ImageSets style)
+  std::string report;                 // optional: write the JSON report here
+  std::string report_md;              // optional: the report as a Markdown table
+  std::string dataset;                // a preset (apps/datasets.h) in place of images/labels/list/classes
+  std::string root;                   // the preset's dataset root
+  std::string label_suffix = ".png";  // a label map is STEM + this
   int64_t max_images = 0;
+  const CLI::Option* bg_thresh_option = nullptr;  // given explicitly: it overrides the preset's
 };
 void add_eval_options(CLI::App* cmd, EvalOptions& o);
 int run_eval(const Common& c, const EvalOptions& o);

@@ -14,8 +14,10 @@
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "cli_common.h"
+#include "datasets.h"
 #include "groupvit/formats/png_reader.h"
 #include "groupvit/groupvit.h"
 #include "groupvit/image/image_io.h"
@@ -56,13 +58,40 @@ struct EvalClasses {
   bool background = false;           // line 0 is "background", scored by the threshold, not prompted
 };
 
-EvalClasses read_classes(const EvalOptions& o) {
+// --dataset NAME --root DIR stands for --images, --labels, --list, --classes and the label suffix
+// (and the background threshold unless --bg-thresh is given); with neither, --labels and --classes.
+EvalOptions resolve_dataset(const EvalOptions& given, const DatasetPreset** preset) {
+  EvalOptions o = given;
+  *preset = nullptr;
+  if (o.dataset.empty()) {
+    if (!o.root.empty()) throw UsageError("--root goes with --dataset");
+    if (o.labels_dir.empty() || o.classes.empty())
+      throw UsageError("give --labels and --classes, or --dataset voc|context|coco-object with --root");
+    return o;
+  }
+  const auto& p = dataset_preset(o.dataset);
+  if (o.root.empty()) throw UsageError("--dataset " + p.name + " needs --root (the dataset's directory)");
+  if (!o.images.empty() || !o.labels_dir.empty() || !o.list.empty() || !o.classes.empty())
+    throw UsageError("--dataset sets --images, --labels, --list and --classes; give them without --dataset");
+  if (!fs::is_directory(o.root)) throw UsageError("--root " + o.root + " is not a directory");
+  o.images = (fs::path(o.root) / p.images).string();
+  o.labels_dir = (fs::path(o.root) / p.labels).string();
+  o.list = p.list.empty() ? "" : (fs::path(o.root) / p.list).string();
+  o.label_suffix = p.label_suffix;
+  if (!(o.bg_thresh_option && o.bg_thresh_option->count() > 0)) o.seg.bg_thresh = p.bg_thresh;
+  *preset = &p;
+  return o;
+}
+
+EvalClasses read_classes(const EvalOptions& o, const DatasetPreset* preset) {
   EvalClasses classes;
-  classes.names = read_lines(o.classes, "class list");
+  classes.names = preset ? preset->classes : read_lines(o.classes, "class list");
   classes.background = classes.names[0] == "background" && !o.seg.no_background;
   if (classes.names.size() > 255) throw UsageError("at most 255 classes (label 255 means ignore)");
   classes.prompts.assign(classes.names.begin() + (classes.background ? 1 : 0), classes.names.end());
-  if (classes.prompts.empty()) throw UsageError("the class list " + o.classes + " names no class besides background");
+  if (classes.prompts.empty())
+    throw UsageError("the class list " + (preset ? preset->classes_file : o.classes) +
+                     " names no class besides background");
   return classes;
 }
 
@@ -73,8 +102,12 @@ std::vector<std::string> eval_stems(const EvalOptions& o) {
     stems = read_lines(o.list, "list");
   } else {
     if (!fs::is_directory(o.labels_dir)) throw UsageError("label directory " + o.labels_dir + " does not exist");
-    for (const auto& entry : fs::directory_iterator(o.labels_dir))
-      if (entry.path().extension() == ".png") stems.push_back(entry.path().stem().string());
+    const auto& suffix = o.label_suffix;
+    for (const auto& entry : fs::directory_iterator(o.labels_dir)) {
+      const auto name = entry.path().filename().string();
+      if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+        stems.push_back(name.substr(0, name.size() - suffix.size()));
+    }
     std::sort(stems.begin(), stems.end());
   }
   if (o.max_images > 0 && static_cast<int64_t>(stems.size()) > o.max_images)
@@ -92,7 +125,7 @@ struct Item {
 std::vector<Item> eval_items(const EvalOptions& o, bool run_model) {
   std::vector<Item> items;
   for (const auto& stem : eval_stems(o)) {
-    Item item{stem, (fs::path(o.labels_dir) / (stem + ".png")).string(), ""};
+    Item item{stem, (fs::path(o.labels_dir) / (stem + o.label_suffix)).string(), ""};
     if (!file_exists(item.label)) throw UsageError("no label map " + item.label);
     if (run_model) {
       item.source = find_with_stem(o.images, stem, kImageSuffixes);
@@ -220,7 +253,52 @@ json eval_report(const Common& c, const EvalOptions& o, const EvalClasses& class
                  {"predictions", o.predictions},
                  {"complete", done == static_cast<int64_t>(items)}};
   if (classes.background) report["foreground_accuracy"] = scores.foreground_accuracy();
+  if (run_model) {  // what decides the numbers, to be set beside the paper's
+    report["settings"] = {{"templates", o.seg.templates},
+                          {"bg_thresh", o.seg.bg_thresh},
+                          {"background", classes.background},
+                          {"resize", o.seg.resize},
+                          {"short_side", o.seg.short_side},
+                          {"long_side", o.seg.long_side},
+                          {"whole", o.seg.whole},
+                          {"crop_size", o.seg.crop_size},
+                          {"stride", o.seg.stride},
+                          {"top_k", o.seg.top_k},
+                          {"device", c.device},
+                          {"dtype", c.dtype}};
+  }
   return report;
+}
+
+// The dataset a preset resolved to, for the report.
+json dataset_record(const EvalOptions& o, const DatasetPreset& p) {
+  return {{"name", p.name},     {"title", p.title},          {"root", o.root},
+          {"images", o.images}, {"labels", o.labels_dir},    {"label_suffix", p.label_suffix},
+          {"list", o.list},     {"classes", p.classes_file}, {"bg_thresh", p.bg_thresh}};
+}
+
+// The report as Markdown: per-class IoU in percent, as the paper's tables give it, then the means.
+std::string markdown_report(const json& report) {
+  std::ostringstream md;
+  md << std::fixed << std::setprecision(2);
+  const std::string what = report.contains("dataset") ? report["dataset"]["title"].get<std::string>() : "eval";
+  md << "GroupViT zero-shot segmentation, " << what << ", " << report["images"].get<int64_t>() << " images";
+  if (!report["model"].get<std::string>().empty()) md << ", model `" << report["model"].get<std::string>() << "`";
+  md << "\n\n| class | IoU (%) |\n|---|---:|\n";
+  for (const auto& e : report["classes"]) {
+    md << "| " << e["class"].get<std::string>() << " | ";
+    if (e["iou"].is_null())
+      md << "-";
+    else
+      md << 100 * e["iou"].get<double>();
+    md << " |\n";
+  }
+  md << "| **mIoU** | **" << 100 * report["mean_iou"].get<double>() << "** |\n";
+  md << "\npixel accuracy " << 100 * report["pixel_accuracy"].get<double>() << "%";
+  if (report.contains("foreground_accuracy"))
+    md << ", foreground accuracy " << 100 * report["foreground_accuracy"].get<double>() << "%";
+  md << "\n";
+  return md.str();
 }
 
 // The table of the report on stdout.
@@ -246,25 +324,36 @@ void add_eval_options(CLI::App* cmd, EvalOptions& o) {
   cmd->add_option("--images", o.images, "directory of the images (file stem = the label map's stem)");
   cmd->add_option("--labels", o.labels_dir,
                   "directory of ground-truth label PNGs (8-bit grey or paletted; 255 = "
-                  "ignore)")
-      ->required();
+                  "ignore)");
   cmd->add_option("--classes", o.classes,
                   "class names, one a line: line k names label k; a first line \"background\" is scored by the "
-                  "threshold, not prompted (VOC)")
-      ->required();
+                  "threshold, not prompted (VOC)");
+  cmd->add_option("--dataset", o.dataset,
+                  "a benchmark of the paper, laid out as distributed under --root; sets --images, --labels, "
+                  "--list, --classes and --bg-thresh (an explicit --bg-thresh wins):" +
+                      dataset_presets_help())
+      ->check(CLI::IsMember({"voc", "context", "coco-object"}));
+  cmd->add_option("--root", o.root, "the --dataset's directory (e.g. VOCdevkit/VOC2012, VOCdevkit/VOC2010, coco)");
+  cmd->add_option("--label-suffix", o.label_suffix, "a label map's file is STEM + this")->capture_default_str();
   cmd->add_option("--predictions", o.predictions,
                   "score these label maps instead of running the model (STEM.png, or segment's "
                   "FILE.labels.png)");
   cmd->add_option("--list", o.list, "file of the stems to evaluate, one a line (default: every label PNG)");
   cmd->add_option("--report", o.report, "also write the JSON report to this file");
-  cmd->add_option("--max-images", o.max_images, "evaluate at most this many (0: all)")->capture_default_str();
+  cmd->add_option("--report-md", o.report_md,
+                  "also write the report as a Markdown table (per-class IoU in %, mIoU), to set beside the paper's");
+  cmd->add_option("--limit,--max-images", o.max_images, "evaluate at most this many, for a quick look (0: all)")
+      ->capture_default_str();
   add_nvlabs_options(cmd, o.seg);
+  o.bg_thresh_option = cmd->get_option("--bg-thresh");
   cmd->add_option("--batch-size", o.seg.batch_size, "images per model call")->capture_default_str();
   cmd->add_flag("--quiet", o.seg.quiet, "no progress output");
 }
 
-int run_eval(const Common& c, const EvalOptions& o) {
-  const auto classes = read_classes(o);
+int run_eval(const Common& c, const EvalOptions& given) {
+  const DatasetPreset* preset = nullptr;
+  const auto o = resolve_dataset(given, &preset);
+  const auto classes = read_classes(o, preset);
   if (o.seg.batch_size < 1) throw UsageError("--batch-size must be at least 1");
   const bool run_model = o.predictions.empty();
   if (run_model && (o.images.empty() || c.model_dir.empty()))
@@ -277,8 +366,10 @@ int run_eval(const Common& c, const EvalOptions& o) {
   const int64_t done = score_all(o, items, run_model ? &model : nullptr, scores);
   const double seconds = seconds_since(start);
 
-  const auto report = eval_report(c, o, classes, scores, done, items.size(), seconds, run_model);
+  auto report = eval_report(c, o, classes, scores, done, items.size(), seconds, run_model);
+  if (preset) report["dataset"] = dataset_record(o, *preset);
   if (!o.report.empty()) write_file_atomic(o.report, report.dump(2) + "\n");
+  if (!o.report_md.empty()) write_file_atomic(o.report_md, markdown_report(report));
   if (c.json_output)
     std::cout << report.dump() << "\n";
   else

@@ -58,6 +58,10 @@ std::vector<std::string> read_labels(const SegmentOptions& o) {
       start = end + 1;
     }
   }
+  // A first "background" is label 0 of the nvlabs head (the threshold), not a prompt: the class lists
+  // in datasets/ (and eval --classes files) then give the dataset's label ids.
+  if (o.mode == "nvlabs" && !o.no_background && !labels.empty() && labels[0] == "background")
+    labels.erase(labels.begin());
   if (labels.empty())
     throw UsageError("the label list is empty: give class names with --labels \"cat,dog\" or --labels-file FILE");
   if (labels.size() > 255) throw UsageError("at most 255 labels (the label PNG holds one byte per pixel)");
@@ -129,6 +133,11 @@ void add_nvlabs_options(CLI::App* cmd, SegmentOptions& o) {
   cmd->add_flag("--no-background", o.no_background, "nvlabs: every pixel gets a class (no background label)");
   cmd->add_flag("--whole", o.whole, "nvlabs: one pass over the whole resized image instead of sliding windows");
   cmd->add_option("--short-side", o.short_side, "nvlabs: resize so the short side is this")->capture_default_str();
+  cmd->add_option("--resize", o.resize,
+                  "nvlabs: how to resize: mmcv (OpenCV bilinear at mmcv's imrescale size, as the paper's pipeline, "
+                  "bit for bit) or pillow (Pillow bicubic)")
+      ->check(CLI::IsMember({"mmcv", "pillow"}))
+      ->capture_default_str();
   cmd->add_option("--long-side", o.long_side, "nvlabs: ... unless the long side would exceed this")
       ->capture_default_str();
   cmd->add_option("--crop-size", o.crop_size, "nvlabs: sliding window side")->capture_default_str();
@@ -155,6 +164,7 @@ groupvit::ImagePreprocessConfig nvlabs_preprocess(const SegmentOptions& o) {
   auto prep = groupvit::ImagePreprocessConfig::nvlabs_eval();
   prep.shortest_edge = o.short_side;
   prep.longest_edge = o.long_side;
+  if (o.resize == "pillow") prep.resize_method = groupvit::ResizeMethod::kPillow;  // resample: bicubic
   return prep;
 }
 
@@ -166,7 +176,9 @@ void add_segment_options(CLI::App* cmd, SegmentOptions& o) {
       ->check(CLI::IsMember({"nvlabs", "hf"}))
       ->capture_default_str();
   cmd->add_option("--labels", o.labels, "comma-separated class names, e.g. \"cat,dog,sofa\"");
-  cmd->add_option("--labels-file", o.labels_file, "a file with one class name per line");
+  cmd->add_option("--labels-file", o.labels_file,
+                  "a file with one class name per line (a first line \"background\" is the nvlabs background label 0, "
+                  "not a prompt: see datasets/)");
   cmd->add_option("--input", o.inputs,
                   "image files, directories (searched recursively by extension) and @list.txt files (one path a "
                   "line)")

@@ -34,7 +34,7 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from make_image_fixtures import mmcv_rescale_size, nvlabs_normaliser  # noqa: E402
+from make_image_fixtures import mmcv_rescale_size, mmcv_resize, nvlabs_normaliser  # noqa: E402
 from make_parity_fixtures import randomise, vision_forward  # noqa: E402
 from make_tokenizer_fixtures import write_hf_folder  # noqa: E402
 
@@ -43,9 +43,10 @@ EMBED_TEXTS = ["a photo of a cat", "an astronaut in a white suit", "coffee"]
 # NVlabs cases: image, options as the CLI takes them. Defaults (448 / 448 / 224) and a reduced
 # window setup that also exercises padding to the patch size and windows smaller than the crop.
 NV_CASES = {
-    "chelsea_default": ("chelsea.png", dict(short=448, long=2048, crop=448, stride=224, whole=False)),
-    "odd_small": ("odd_97x131.png", dict(short=100, long=400, crop=64, stride=32, whole=False)),
-    "wide_whole": ("wide_333x45.png", dict(short=60, long=400, crop=448, stride=224, whole=True)),
+    "chelsea_default": ("chelsea.png", dict(short=448, long=2048, crop=448, stride=224, whole=False, resize="mmcv")),
+    "odd_small": ("odd_97x131.png", dict(short=100, long=400, crop=64, stride=32, whole=False, resize="mmcv")),
+    "wide_whole": ("wide_333x45.png", dict(short=60, long=400, crop=448, stride=224, whole=True, resize="mmcv")),
+    "odd_pillow": ("odd_97x131.png", dict(short=100, long=400, crop=64, stride=32, whole=False, resize="pillow")),
 }
 
 
@@ -144,9 +145,13 @@ def nvlabs_segment(model, pixels, text, orig_hw, crop, stride, whole):
     return F.interpolate(preds[None], size=orig_hw, mode="bilinear", align_corners=False)[0]
 
 
-def nvlabs_pixels(image, short, long):
+def nvlabs_pixels(image, short, long, resize):
+    """mmcv's imrescale (cv2 bilinear) as the NVlabs pipeline, or Pillow bicubic at the same size."""
     w, h = mmcv_rescale_size(image.width, image.height, long, short)
-    resized = image.resize((w, h), Image.Resampling.BICUBIC)
+    if resize == "mmcv":
+        resized = Image.fromarray(mmcv_resize(np.asarray(image), w, h))
+    else:
+        resized = image.resize((w, h), Image.Resampling.BICUBIC)
     return torch.from_numpy(nvlabs_normaliser()(images=resized, return_tensors="np")["pixel_values"][0])
 
 
@@ -197,7 +202,7 @@ def build(out):
         text = l2(features(model.get_text_features(**tok)))
         for case, (name, o) in NV_CASES.items():
             image = Image.open(out / "images" / name).convert("RGB")
-            pixels = nvlabs_pixels(image, o["short"], o["long"])
+            pixels = nvlabs_pixels(image, o["short"], o["long"], o["resize"])
             scores = nvlabs_segment(model, pixels, text, (image.height, image.width), o["crop"], o["stride"],
                                     o["whole"])
             np.save(refs / f"nv_{case}.npy", scores.numpy())

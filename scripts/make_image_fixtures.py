@@ -30,6 +30,7 @@ import time
 import warnings
 import zlib
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
@@ -83,6 +84,9 @@ RESIZE_SIZES = [(224, 224), (100, 37), (512, 300), (300, 512), (5, 3), (1, 1), (
                 (500, 100)]
 # Plus, on the small gen_48x36, random size pairs around it (up and down) with every filter.
 SWEEP_SOURCE, SWEEP_PAIRS = "gen_48x36", 60
+# cv2.resize INTER_LINEAR: a colour photo, a grey one, small generated images of odd sizes.
+OPENCV_RESIZE_SOURCES = ["astronaut_png", "camera_png", "gen_48x36", "gen_17x13"]
+OPENCV_PAIRS = 40
 
 
 def synthetic(width, height, seed):
@@ -297,11 +301,20 @@ def mmcv_rescale_size(width, height, longest, shortest):
     return int(width * factor + 0.5), int(height * factor + 0.5)
 
 
-def nvlabs_reference(image):
-    """NVlabs' evaluation front end with Pillow bicubic in place of mmcv's OpenCV bilinear (which our C++ core
-    cannot use); normalisation done by CLIPImageProcessorPil with mean/std in 0..255 units."""
+def mmcv_resize(rgb, width, height):
+    """mmcv.imresize(img, (w, h)) with its defaults (backend cv2, "bilinear"): cv2.resize INTER_LINEAR. mmcv
+    resizes the BGR array cv2.imread gives; the resize treats channels alike, so RGB in gives the same pixels."""
+    return cv2.resize(np.ascontiguousarray(rgb), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def nvlabs_reference(image, resize="mmcv"):
+    """NVlabs' evaluation front end: mmcv's imrescale to (2048, 448) (or, with resize="pillow", Pillow bicubic at
+    the same size), then normalisation by CLIPImageProcessorPil with mean/std in 0..255 units."""
     w, h = mmcv_rescale_size(image.width, image.height, NVLABS["longest_edge"], NVLABS["shortest_edge"])
-    resized = image.resize((w, h), Image.Resampling.BICUBIC)
+    if resize == "mmcv":
+        resized = Image.fromarray(mmcv_resize(np.asarray(image), w, h))
+    else:
+        resized = image.resize((w, h), Image.Resampling.BICUBIC)
     return hf_reference(nvlabs_normaliser(), resized)
 
 
@@ -342,7 +355,7 @@ def build(out_dir):
         assert type(processors[name]).__name__ == "CLIPImageProcessorPil"
 
     luts = {name: reference_lut(p) for name, p in processors.items()}
-    luts["nvlabs"] = reference_lut(nvlabs_normaliser())
+    luts["nvlabs"] = luts["nvlabs_pillow"] = reference_lut(nvlabs_normaliser())
     torch.save({name: tensor(lut) for name, lut in luts.items()}, os.path.join(out_dir, "refs", "luts.pt"))
 
     images = []
@@ -360,11 +373,11 @@ def build(out_dir):
         refs = {"decoded": tensor(decoded)}
         if orientation != 1:  # without exif_transpose, for the flag that turns orientation off
             refs["decoded_stored"] = tensor(np.asarray(Image.open(path).convert("RGB")))
-        presets = ["clip"] + (["nvlabs"] if name in NVLABS_IMAGES else [])
+        presets = ["clip"] + (["nvlabs", "nvlabs_pillow"] if name in NVLABS_IMAGES else [])
         presets += list(EXTRA_CONFIGS) if name in EXTRA_CONFIG_IMAGES else []
         for preset in presets:
-            if preset == "nvlabs":
-                u8, pixels = nvlabs_reference(pil)
+            if preset in ("nvlabs", "nvlabs_pillow"):
+                u8, pixels = nvlabs_reference(pil, "mmcv" if preset == "nvlabs" else "pillow")
             else:
                 u8, pixels = hf_reference(processors[preset], pil)
             lut = luts[preset]
@@ -401,8 +414,34 @@ def build(out_dir):
                 resize_cases.append({"source": source, "key": key, "filter": fnum, "width": w, "height": h})
         torch.save(refs, os.path.join(out_dir, "refs", f"resize_{source}.pt"))
 
+    # cv2.resize INTER_LINEAR (what mmcv's imrescale runs) on colour and grey sources: fixed sizes, exact halves
+    # and doubles (OpenCV has special paths for some), and random pairs up and down around a small image.
+    opencv_cases = []
+    for source in OPENCV_RESIZE_SOURCES:
+        if source not in decoded_by_name:
+            continue
+        rgb = np.asarray(decoded_by_name[source])
+        grey = bool((rgb == rgb[..., :1]).all())
+        src = rgb[..., 0] if grey else rgb  # a grey image resized as OpenCV sees it, one channel
+        h, w = src.shape[:2]
+        rs = np.random.RandomState(13)
+        sizes = RESIZE_SIZES + [(w // 2, h // 2), (2 * w, 2 * h), (3 * w, 3 * h), (w, h), (w + 1, h - 1 or 1)]
+        sizes += [(int(rs.randint(1, 3 * w)), int(rs.randint(1, 3 * h))) for _ in range(OPENCV_PAIRS)]
+        refs = {}
+        for ow, oh in sizes:
+            if ow < 1 or oh < 1:
+                continue
+            out = mmcv_resize(src, ow, oh)
+            key = f"opencv_{ow}x{oh}"
+            refs[key] = tensor(np.repeat(out[..., None], 3, 2) if grey else out)
+            opencv_cases.append({"source": source, "key": key, "width": ow, "height": oh, "grey": grey})
+        torch.save(refs, os.path.join(out_dir, "refs", f"opencv_{source}.pt"))
+
     manifest = {
         "generator": "scripts/make_image_fixtures.py",
+        "opencv": cv2.__version__,
+        "opencv_sources": {s: f"refs/opencv_{s}.pt" for s in OPENCV_RESIZE_SOURCES if s in decoded_by_name},
+        "opencv_cases": opencv_cases,
         "reference": "transformers %s CLIPImageProcessorPil (Pillow %s backend), load_image"
                      % (__import__("transformers").__version__, Image.__version__),
         "configs": {name: f"configs/{name}.json" for name in configs},

@@ -143,6 +143,8 @@ def test_nvlabs_parity():
     for case, o in man["nvlabs_cases"].items():
         out = fresh("nv_" + case)
         args = ["--short-side", o["short"], "--long-side", o["long"], "--crop-size", o["crop"], "--stride", o["stride"]]
+        if o["resize"] != "mmcv":  # the default
+            args += ["--resize", o["resize"]]
         if o["whole"]:
             args.append("--whole")
         run("segment", "--model", FIX / "model", "--labels", LABELS, "--save-logits", "--quiet", "--input",
@@ -523,6 +525,117 @@ def test_trust():
     assert {n: (out / n).read_bytes() for n in old} == old, "a failed embed replaced part of the pair"
     assert not list(out.glob("*.tmp-*")), "temporary files left behind"
     print("embed under a file size limit: exit 1, both old files kept:", p.stderr.strip())
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# (dataset, image dir, label dir, label suffix, split file or None, background threshold, classes file)
+DATASET_LAYOUTS = {
+    "voc": ("JPEGImages", "SegmentationClass", ".png", "ImageSets/Segmentation/val.txt", 0.95, "voc.txt"),
+    "context": ("JPEGImages", "SegmentationClassContext", ".png", "ImageSets/SegmentationContext/val.txt", 0.35,
+                "context.txt"),
+    "coco-object": ("images/val2017", "annotations/val2017", "_instanceTrainIds.png", None, 0.95, "coco-object.txt"),
+}
+
+
+def mmseg_scores(pairs, n):
+    """mmseg's mIoU rules in numpy: 255 ignored, IoU = intersection / union per class, NaN (left out of the
+    mean) where a class is in neither truth nor prediction, 0 where it is only predicted."""
+    inter, union, area = np.zeros(n), np.zeros(n), np.zeros(n)
+    correct = total = 0
+    for truth, pred in pairs:
+        keep = truth != 255
+        t, p = truth[keep].astype(np.int64), pred[keep].astype(np.int64)
+        i = np.bincount(t[t == p], minlength=n)[:n]
+        at, ap = np.bincount(t, minlength=n)[:n], np.bincount(p, minlength=n)[:n]
+        inter += i
+        union += at + ap - i
+        area += at
+        correct += (t == p).sum()
+        total += t.size
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = inter / union
+    return iou, np.nanmean(iou), correct / total
+
+
+def make_dataset(root, name, n_classes, rng):
+    """A tree in the dataset's distributed layout: 4 images, their label maps, a split naming 3 of them."""
+    images, labels, suffix, split, _, _ = DATASET_LAYOUTS[name]
+    (root / images).mkdir(parents=True)
+    (root / labels).mkdir(parents=True)
+    stems = [f"2008_{i:06d}" if name != "coco-object" else f"{i:012d}" for i in range(4)]
+    for i, stem in enumerate(stems):
+        h, w = 30 + 7 * i, 41 - 5 * i
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / images / f"{stem}.jpg")
+        truth = rng.integers(0, min(n_classes, 6), (h, w)).astype(np.uint8)
+        truth[: h // 4, : w // 3] = 255
+        Image.fromarray(truth).save(root / labels / f"{stem}{suffix}")
+    if split:
+        (root / split).parent.mkdir(parents=True)
+        (root / split).write_text("\n".join(stems[:3]) + "\n")
+        return stems[:3]
+    return stems
+
+
+def test_datasets():
+    rng = np.random.default_rng(5)
+    for name, (images, labels, suffix, split, bg, classes_file) in DATASET_LAYOUTS.items():
+        classes = (ROOT / "datasets" / classes_file).read_text().split("\n")[:-1]
+        assert classes[0] == "background", classes_file
+        root = fresh(f"datasets/{name}")
+        stems = make_dataset(root, name, len(classes), rng)
+        # Predictions: right 60% of the time, else any class of the list (some only predicted, never true).
+        pred_dir = root / "pred"
+        pred_dir.mkdir()
+        pairs = []
+        for stem in stems:
+            truth = np.array(Image.open(root / labels / f"{stem}{suffix}"))
+            noise = rng.integers(0, len(classes), truth.shape)
+            pred = np.where((rng.random(truth.shape) < 0.6) & (truth != 255), truth, noise).astype(np.uint8)
+            Image.fromarray(pred).save(pred_dir / f"{stem}.png")
+            pairs.append((truth, pred))
+        iou, miou, acc = mmseg_scores(pairs, len(classes))
+        r = run("eval", "--dataset", name, "--root", root, "--predictions", pred_dir, "--json", "--report",
+                root / "report.json", "--report-md", root / "report.md")
+        got = json.loads(r.stdout)
+        assert got["images"] == len(stems), (name, got["images"])  # the split, not every label map
+        assert [c["class"] for c in got["classes"]] == classes
+        got_iou = np.array([np.nan if c["iou"] is None else c["iou"] for c in got["classes"]])
+        assert np.allclose(got_iou, iou, rtol=0, atol=1e-12, equal_nan=True), (name, got_iou, iou)
+        assert abs(got["mean_iou"] - miou) < 1e-12 and abs(got["pixel_accuracy"] - acc) < 1e-12
+        d = got["dataset"]
+        assert d["name"] == name and d["bg_thresh"] == bg and d["label_suffix"] == suffix, d
+        assert json.loads((root / "report.json").read_text())["mean_iou"] == got["mean_iou"]
+        md = (root / "report.md").read_text()
+        assert f"| **mIoU** | **{100 * miou:.2f}** |" in md, md
+        assert all(f"| {c} |" in md for c in classes)
+        print(f"{name}: {len(stems)} images, {len(classes)} classes, mIoU {miou:.4f} = numpy (mmseg rules)")
+
+    # The model path: eval --dataset equals segment --labels-file datasets/voc.txt + eval --predictions.
+    root = WORK / "datasets/voc"
+    opts = ["--whole", "--short-side", "48", "--long-side", "96"]
+    direct = json.loads(run("eval", "--dataset", "voc", "--root", root, "--model", FIX / "model", "--json",
+                            "--quiet", *opts).stdout)
+    assert direct["settings"]["bg_thresh"] == 0.95 and direct["settings"]["resize"] == "mmcv", direct["settings"]
+    seg = fresh("datasets/voc-seg")
+    stems = (root / "ImageSets/Segmentation/val.txt").read_text().split()
+    run("segment", "--model", FIX / "model", "--labels-file", ROOT / "datasets/voc.txt", "--output", seg,
+        "--quiet", "--no-overlay", *opts, "--input", *[root / "JPEGImages" / f"{s}.jpg" for s in stems])
+    rec = results(seg / "results.jsonl")[0]
+    assert rec["labels"][:3] == ["background", "aeroplane", "bicycle"], rec["labels"]  # line 0: not a prompt
+    saved = json.loads(run("eval", "--dataset", "voc", "--root", root, "--predictions", seg, "--json").stdout)
+    assert saved["mean_iou"] == direct["mean_iou"], (saved["mean_iou"], direct["mean_iou"])
+    # An explicit --bg-thresh wins over the preset's; the preset refuses what it sets itself.
+    ctx = json.loads(run("eval", "--dataset", "context", "--root", WORK / "datasets/context", "--model",
+                         FIX / "model", "--json", "--quiet", "--limit", "1", "--bg-thresh", "0.5", *opts).stdout)
+    assert ctx["settings"]["bg_thresh"] == 0.5 and ctx["images"] == 1, ctx
+    for bad, why in [(["--dataset", "voc"], "needs --root"),
+                     (["--dataset", "voc", "--root", root, "--labels", root], "--dataset sets"),
+                     (["--root", root, "--labels", root, "--classes", ROOT / "datasets/voc.txt"], "--root goes with"),
+                     (["--dataset", "voc", "--root", root / "missing"], "is not a directory")]:
+        r = run("eval", "--predictions", root / "pred", *bad, expect=1)
+        assert why in r.stderr, (bad, r.stderr)
+    help_text = run("eval", "--help").stdout
+    assert "context: PASCAL Context val (59 classes)" in help_text and "--bg-thresh 0.35" in help_text
 
 
 def main():

@@ -128,6 +128,11 @@ void print_row(const std::string& what, const torch::Tensor& want, const Diff& d
 
 ImagePreprocessConfig preset_config(const std::string& preset) {
   if (preset == "nvlabs") return ImagePreprocessConfig::nvlabs_eval();
+  if (preset == "nvlabs_pillow") {
+    auto c = ImagePreprocessConfig::nvlabs_eval();
+    c.resize_method = groupvit::ResizeMethod::kPillow;
+    return c;
+  }
   return ImagePreprocessConfig::from_file(image_dir() + "/" + manifest()["configs"][preset].get<std::string>());
 }
 
@@ -260,6 +265,35 @@ TEST_CASE("resize_pillow matches Pillow's Image.resize for every filter", "[imag
     }
   }
   std::printf("resize_pillow: %zu cases (5 filters), worst max|diff| %d\n", m["resize_cases"].size(), worst);
+}
+
+TEST_CASE("resize_opencv_linear matches cv2.resize INTER_LINEAR bit for bit", "[image]") {
+  const auto& m = manifest();
+  size_t cases = 0, grey = 0;
+  for (const auto& [source, refs_file] : m["opencv_sources"].items()) {
+    const auto refs = groupvit::test::load_tensor_dict(image_dir() + "/" + refs_file.get<std::string>());
+    std::string image_refs;
+    for (const auto& entry : m["images"]) {
+      if (entry["name"] == source) image_refs = entry["refs"];
+    }
+    const RgbImage input =
+        image_from_tensor(groupvit::test::load_tensor_dict(image_dir() + "/" + image_refs).at("decoded"));
+    for (const auto& c : m["opencv_cases"]) {
+      if (c["source"] != source) continue;
+      const std::string key = c["key"];
+      INFO(source << " " << key << (c["grey"].get<bool>() ? " (grey: cv2 resized one channel)" : ""));
+      const RgbImage got = groupvit::resize_opencv_linear(input, c["width"].get<int64_t>(), c["height"].get<int64_t>());
+      const Diff d = compare(tensor_from_image(got), refs.at(key));
+      REQUIRE(d.same_shape);
+      CHECK(d.max_abs == 0);
+      ++cases;
+      grey += c["grey"].get<bool>();
+    }
+  }
+  CHECK(grey > 0);
+  CHECK(grey < cases);
+  std::printf("resize_opencv_linear: %zu cases (%zu grey) against OpenCV %s, all exact unless reported above\n", cases,
+              grey, m["opencv"].get<std::string>().c_str());
 }
 
 TEST_CASE("broken and unsupported files are refused with the path in the message", "[image]") {

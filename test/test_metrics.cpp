@@ -1,11 +1,16 @@
 // Segmentation scores (groupvit/segment/metrics.h): IoU, accuracies and their means from the
-// confusion matrix, checked on label maps small enough to count by hand.
+// confusion matrix, checked on label maps small enough to count by hand, and against numpy
+// (scripts/make_metrics_fixtures.py) on random ones.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstdint>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <vector>
 
 #include "groupvit/segment/metrics.h"
+#include "test_support.h"
 
 namespace {
 
@@ -144,4 +149,35 @@ TEST_CASE("sizes that differ and labels that are no class throw and add nothing"
   CHECK_THROWS_AS(groupvit::SegmentationMetrics(0), std::invalid_argument);
   CHECK_THROWS_AS(groupvit::SegmentationMetrics(257), std::invalid_argument);
   CHECK_NOTHROW(groupvit::SegmentationMetrics(256));
+}
+
+TEST_CASE("scores equal numpy with mmseg's rules on random label maps", "[metrics_ref]") {
+  // scripts/make_metrics_fixtures.py: ignored corners, a class only predicted, one in neither.
+  std::ifstream in(groupvit::test::fixtures_dir() + "/metrics/metrics.json");
+  REQUIRE(in);
+  const auto fixture = nlohmann::json::parse(in);
+  for (const auto& c : fixture["cases"]) {
+    const int64_t n = c["classes"];
+    INFO(n << " classes");
+    groupvit::SegmentationMetrics scores(n);
+    for (const auto& image : c["images"]) {
+      scores.add(image["truth"].get<Labels>(), image["prediction"].get<Labels>());
+    }
+    const auto& ref = c["reference"];
+    for (int64_t k = 0; k < n; ++k) {
+      INFO("class " << k);
+      const auto& iou = ref["iou"][static_cast<size_t>(k)];
+      const auto& accuracy = ref["accuracy"][static_cast<size_t>(k)];
+      REQUIRE(scores.iou(k).has_value() == !iou.is_null());
+      if (!iou.is_null()) CHECK(std::abs(*scores.iou(k) - iou.get<double>()) < 1e-12);
+      REQUIRE(scores.accuracy(k).has_value() == !accuracy.is_null());
+      if (!accuracy.is_null()) CHECK(std::abs(*scores.accuracy(k) - accuracy.get<double>()) < 1e-12);
+    }
+    CHECK(scores.iou(n - 2) == 0.0);             // predicted, never true
+    CHECK_FALSE(scores.iou(n - 1).has_value());  // neither: left out of the mean
+    CHECK(std::abs(scores.mean_iou() - ref["mean_iou"].get<double>()) < 1e-12);
+    CHECK(std::abs(scores.mean_accuracy() - ref["mean_accuracy"].get<double>()) < 1e-12);
+    CHECK(std::abs(scores.pixel_accuracy() - ref["pixel_accuracy"].get<double>()) < 1e-12);
+    CHECK(std::abs(scores.foreground_accuracy() - ref["foreground_accuracy"].get<double>()) < 1e-12);
+  }
 }

@@ -362,6 +362,7 @@ ImagePreprocessConfig ImagePreprocessConfig::nvlabs_eval() {
   c.do_rescale = false;
   c.image_mean = {123.675, 116.28, 103.53};
   c.image_std = {58.395, 57.12, 57.375};
+  c.resize_method = ResizeMethod::kOpenCvLinear;
   return c;
 }
 
@@ -564,6 +565,10 @@ RgbImage preprocess_uint8(const RgbImage& image, const ImagePreprocessConfig& co
   out.transparent_color.reset();
   if (!config.do_resize) return config.do_center_crop ? center_crop(out, config.crop_height, config.crop_width) : out;
   const auto [h, w] = resize_output_size(out.height, out.width, config);
+  if (config.resize_method == ResizeMethod::kOpenCvLinear) {
+    out = resize_opencv_linear(out, w, h);
+    return config.do_center_crop ? center_crop(out, config.crop_height, config.crop_width) : out;
+  }
   if (config.do_center_crop && config.crop_height <= h && config.crop_width <= w) {
     // The crop lies inside the resized image: resize only the window it keeps (same pixels, far less work for
     // elongated images, whose resized long side can be tens of thousands of pixels).

@@ -33,6 +33,13 @@ enum class SizeRule {
   kMmcvRescale,          // NVlabs/mmseg Resize(keep_ratio=True), img_scale=(longest_edge, shortest_edge)
 };
 
+// Which resize runs: Pillow's (transformers' CLIPImageProcessorPil, with `resample`'s filter) or
+// OpenCV's 8-bit INTER_LINEAR (mmcv's imrescale, which the NVlabs evaluation pipeline runs).
+enum class ResizeMethod {
+  kPillow,
+  kOpenCvLinear,
+};
+
 // The values of a preprocessor_config.json (CLIPImageProcessor keys). Missing keys take CLIPImageProcessor's
 // defaults, which are the initial values below.
 struct ImagePreprocessConfig {
@@ -46,6 +53,9 @@ struct ImagePreprocessConfig {
   int64_t height = 0;           // kHeightWidth
   int64_t width = 0;            // kHeightWidth
   ResampleFilter resample = ResampleFilter::kBicubic;
+  // Not a preprocessor_config.json key (transformers has no such choice): kOpenCvLinear only by
+  // code, e.g. nvlabs_eval(); `resample` is then unused.
+  ResizeMethod resize_method = ResizeMethod::kPillow;
   bool do_center_crop = true;
   int64_t crop_height = 224;
   int64_t crop_width = 224;
@@ -66,9 +76,9 @@ struct ImagePreprocessConfig {
   // (`*used_default` tells which, for callers that want to say so).
   static ImagePreprocessConfig for_model_dir(const std::string& dir, bool* used_default = nullptr);
   // The original GroupViT segmentation evaluation (NVlabs configs: img_scale=(2048, 448), keep_ratio, ImageNet
-  // mean/std in 0..255 units, no crop). The reference resizes with OpenCV bilinear; this preset uses Pillow
-  // bicubic like the rest of the front end, so it reproduces NVlabs' output size and normalisation, not its
-  // pixels exactly.
+  // mean/std in 0..255 units, no crop), resized as mmcv does it: OpenCV bilinear on the 8-bit image at
+  // imrescale's size, bit for bit (resize_opencv_linear). Set resize_method to kPillow (and resample) for
+  // Pillow's bicubic instead, as this project did before.
   static ImagePreprocessConfig nvlabs_eval();
 
   // Throws ImageError when a value cannot work (zero or absurd sizes, std == 0, unsupported filter).
@@ -80,6 +90,11 @@ struct ImagePreprocessConfig {
 // (antialiasing), weights in 22-bit fixed point.
 RgbImage resize_pillow(const RgbImage& src, int64_t out_width, int64_t out_height, ResampleFilter filter);
 RgbImage resize_bicubic_pillow(const RgbImage& src, int64_t out_width, int64_t out_height);
+
+// Bit-exact OpenCV cv::resize(src, dst, {out_width, out_height}, 0, 0, INTER_LINEAR) on an 8-bit image
+// (what mmcv.imresize / imrescale call with their default "bilinear"), checked against opencv-python's
+// cv2.resize; no OpenCV needed (groupvit/preprocess/opencv_resize.cpp says how).
+RgbImage resize_opencv_linear(const RgbImage& src, int64_t out_width, int64_t out_height);
 
 // Output {height, width} of the resize step for an input of the given size under `config`'s size rule.
 std::array<int64_t, 2> resize_output_size(int64_t height, int64_t width, const ImagePreprocessConfig& config);
