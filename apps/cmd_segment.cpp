@@ -578,14 +578,14 @@ json ImageWriter::write_files(const ToWrite& w) const {
 
 // --- the threads around the model's ----------------------------------------------------------------
 
-// Inputs stream from an enumerator thread through `todo` to the decode/preprocess workers, whose
+// Inputs stream from an enumerator thread through `pending` to the decode/preprocess workers, whose
 // results wait in `ready` for the model's thread; writer threads take host results from
 // `to_write`. The queues are bounded, so a list of millions of images never sits in memory.
 class Pipeline {
  public:
   Pipeline(size_t batch_size, size_t workers)
       : workers_(workers),
-        todo_(batch_size * 2 + workers),
+        pending_(batch_size * 2 + workers),
         ready_(batch_size * 2 + workers),
         to_write_(batch_size),  // one batch: nvlabs logits at the original size can be large
         workers_left_(workers) {}
@@ -616,7 +616,7 @@ class Pipeline {
   }
   // Stops and joins every thread; may be called again.
   void stop() {
-    todo_.abort();
+    pending_.abort();
     ready_.abort();
     to_write_.abort();
     if (enumerator_.joinable()) enumerator_.join();
@@ -627,7 +627,7 @@ class Pipeline {
 
  private:
   size_t workers_;
-  WorkQueue<InputItem> todo_;
+  WorkQueue<InputItem> pending_;
   WorkQueue<Prepared> ready_;
   WorkQueue<ToWrite> to_write_;
   std::thread enumerator_;
@@ -642,11 +642,11 @@ void Pipeline::start_enumerator(const SegmentOptions& o, const SegmentRequest& r
                                 std::function<bool(const InputItem&)> wanted) {
   enumerator_ = std::thread([this, inputs = &o.inputs, extensions = &r.extensions, wanted = std::move(wanted)] {
     try {
-      for_each_input(*inputs, *extensions, [&](const InputItem& item) { return !wanted(item) || todo_.push(item); });
+      for_each_input(*inputs, *extensions, [&](const InputItem& item) { return !wanted(item) || pending_.push(item); });
     } catch (const std::exception& e) {
       enumerate_error_ = e.what();
     }
-    todo_.close();
+    pending_.close();
   });
 }
 
@@ -654,7 +654,7 @@ void Pipeline::start_workers(const groupvit::ImagePreprocessConfig& prep) {
   try {
     for (size_t w = 0; w < workers_; ++w)
       pool_.emplace_back([this, prep = &prep] {
-        while (auto item = todo_.pop()) {
+        while (auto item = pending_.pop()) {
           Prepared p;
           p.item = *item;
           const auto t0 = Clock::now();

@@ -34,7 +34,7 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from make_image_fixtures import mmcv_rescale_size, mmcv_resize, nvlabs_normaliser  # noqa: E402
+from make_image_fixtures import nvlabs_normaliser, nvlabs_resize  # noqa: E402
 from make_parity_fixtures import randomise, vision_forward  # noqa: E402
 from make_tokenizer_fixtures import write_hf_folder  # noqa: E402
 
@@ -146,12 +146,7 @@ def nvlabs_segment(model, pixels, text, orig_hw, crop, stride, whole):
 
 
 def nvlabs_pixels(image, short, long, resize):
-    """mmcv's imrescale (cv2 bilinear) as the NVlabs pipeline, or Pillow bicubic at the same size."""
-    w, h = mmcv_rescale_size(image.width, image.height, long, short)
-    if resize == "mmcv":
-        resized = Image.fromarray(mmcv_resize(np.asarray(image), w, h))
-    else:
-        resized = image.resize((w, h), Image.Resampling.BICUBIC)
+    resized = nvlabs_resize(image, short, long, resize)
     return torch.from_numpy(nvlabs_normaliser()(images=resized, return_tensors="np")["pixel_values"][0])
 
 

@@ -307,14 +307,19 @@ def mmcv_resize(rgb, width, height):
     return cv2.resize(np.ascontiguousarray(rgb), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def nvlabs_reference(image, resize="mmcv"):
-    """NVlabs' evaluation front end: mmcv's imrescale to (2048, 448) (or, with resize="pillow", Pillow bicubic at
-    the same size), then normalisation by CLIPImageProcessorPil with mean/std in 0..255 units."""
-    w, h = mmcv_rescale_size(image.width, image.height, NVLABS["longest_edge"], NVLABS["shortest_edge"])
+def nvlabs_resize(image, shortest, longest, resize="mmcv"):
+    """mmcv's imrescale of NVlabs' Resize(keep_ratio=True) to (longest, shortest): cv2 bilinear (resize="mmcv")
+    or, for --resize pillow, Pillow bicubic at the same size. A PIL image."""
+    w, h = mmcv_rescale_size(image.width, image.height, longest, shortest)
     if resize == "mmcv":
-        resized = Image.fromarray(mmcv_resize(np.asarray(image), w, h))
-    else:
-        resized = image.resize((w, h), Image.Resampling.BICUBIC)
+        return Image.fromarray(mmcv_resize(np.asarray(image), w, h))
+    return image.resize((w, h), Image.Resampling.BICUBIC)
+
+
+def nvlabs_reference(image, resize="mmcv"):
+    """NVlabs' evaluation front end: nvlabs_resize to (2048, 448), then normalisation by CLIPImageProcessorPil
+    with mean/std in 0..255 units."""
+    resized = nvlabs_resize(image, NVLABS["shortest_edge"], NVLABS["longest_edge"], resize)
     return hf_reference(nvlabs_normaliser(), resized)
 
 

@@ -241,17 +241,28 @@ TEST_CASE("decode + preprocess end to end against the reference", "[image]") {
   }
 }
 
+namespace {
+
+// The decoded pixels of the manifest's image `name`, a source of the resize cases.
+RgbImage decoded_source(const std::string& name) {
+  for (const auto& entry : manifest()["images"]) {
+    if (entry["name"] == name) {
+      const auto refs = groupvit::test::load_tensor_dict(image_dir() + "/" + entry["refs"].get<std::string>());
+      return image_from_tensor(refs.at("decoded"));
+    }
+  }
+  FAIL("no image " << name << " in the manifest");
+  return {};
+}
+
+}  // namespace
+
 TEST_CASE("resize_pillow matches Pillow's Image.resize for every filter", "[image]") {
   const auto& m = manifest();
   int worst = 0;
   for (const auto& [source, refs_file] : m["resize_sources"].items()) {
     const auto refs = groupvit::test::load_tensor_dict(image_dir() + "/" + refs_file.get<std::string>());
-    std::string image_refs;
-    for (const auto& entry : m["images"]) {
-      if (entry["name"] == source) image_refs = entry["refs"];
-    }
-    const RgbImage input =
-        image_from_tensor(groupvit::test::load_tensor_dict(image_dir() + "/" + image_refs).at("decoded"));
+    const RgbImage input = decoded_source(source);
     for (const auto& c : m["resize_cases"]) {
       if (c["source"] != source) continue;
       const std::string key = c["key"];
@@ -272,12 +283,7 @@ TEST_CASE("resize_opencv_linear matches cv2.resize INTER_LINEAR bit for bit", "[
   size_t cases = 0, grey = 0;
   for (const auto& [source, refs_file] : m["opencv_sources"].items()) {
     const auto refs = groupvit::test::load_tensor_dict(image_dir() + "/" + refs_file.get<std::string>());
-    std::string image_refs;
-    for (const auto& entry : m["images"]) {
-      if (entry["name"] == source) image_refs = entry["refs"];
-    }
-    const RgbImage input =
-        image_from_tensor(groupvit::test::load_tensor_dict(image_dir() + "/" + image_refs).at("decoded"));
+    const RgbImage input = decoded_source(source);
     for (const auto& c : m["opencv_cases"]) {
       if (c["source"] != source) continue;
       const std::string key = c["key"];
