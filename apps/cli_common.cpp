@@ -8,9 +8,9 @@
 #include <fstream>
 #include <iostream>
 
+#include "batch/source.h"
 #include "groupvit/runtime/allocator.h"
 #include "groupvit/text/prompt_templates.h"
-#include "inputs.h"
 
 namespace groupvit_cli {
 
@@ -147,6 +147,23 @@ std::vector<std::string> read_lines(const std::string& path, const std::string& 
     if (!trim(line).empty()) lines.push_back(trim(line));
   if (lines.empty()) throw UsageError(what + " " + path + " is empty");
   return lines;
+}
+
+std::vector<std::string> read_texts(const std::vector<std::string>& given) {
+  std::vector<std::string> texts;
+  for (const auto& t : given) {
+    if (t.size() < 2 || t[0] != '@') {
+      texts.push_back(t);
+      continue;
+    }
+    std::ifstream in(t.substr(1));
+    if (!in) throw UsageError("--text " + t + ": cannot read " + t.substr(1));
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (!trim(line).empty()) texts.push_back(line);
+    }
+  }
+  return texts;
 }
 
 }  // namespace groupvit_cli

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <string>
 
+#include "batch/batch_options.h"
 #include "groupvit/model/weights.h"
 #include "groupvit/preprocess/image_preprocess.h"
 #include "groupvit/segment/nvlabs_segmentation.h"
@@ -57,15 +58,29 @@ void add_progress_options(CLI::App* cmd, double& interval_s, bool& quiet);
 void install_stop_handlers();
 int stop_signal();  // 0 while no stop was requested
 
-int run_embed(const Common& c, const std::vector<std::string>& images, const std::vector<std::string>& texts,
-              const std::string& output, bool normalize, int batch_size);
+struct SimilarityOptions : BatchOptions {
+  SimilarityOptions() { batch_size = 16; }
+  std::vector<std::string> texts;
+};
+void add_similarity_options(CLI::App* cmd, SimilarityOptions& o);
+int run_similarity(const Common& c, const SimilarityOptions& o);
+// --text values; "@FILE" stands for the file's lines (one text a line, empty lines skipped).
+std::vector<std::string> read_texts(const std::vector<std::string>& given);
 
-struct SegmentOptions {
+struct EmbedOptions : BatchOptions {
+  EmbedOptions() { batch_size = 16; }
+  std::vector<std::string> texts;
+  bool normalize = false;
+  int64_t chunk_size = 1000;
+  int64_t shard_index = 0;  // resolved: texts are written by shard 0 (or the unsharded run)
+};
+void add_embed_options(CLI::App* cmd, EmbedOptions& o);
+int run_embed(const Common& c, const EmbedOptions& o);
+
+struct SegmentOptions : BatchOptions {
   std::string mode = "nvlabs";
   std::string labels;
   std::string labels_file;
-  std::vector<std::string> inputs;
-  std::string output;
   std::string templates = "simple";
   double bg_thresh = 0.95;
   bool no_background = false;
@@ -76,20 +91,11 @@ struct SegmentOptions {
   int64_t crop_size = 448;
   int64_t stride = 224;
   int64_t top_k = 5;
-  int batch_size = 4;
-  int workers = 0;
-  int writers = -1;  // -1: by device
   bool cuda_graphs = false;
   bool save_groups = false;
   bool save_logits = false;
   std::string overlay_format = "jpg";
   bool no_overlay = false;
-  bool resume = false;
-  std::string shard;
-  int64_t shard_count = 0;
-  double progress_interval = 30;
-  bool quiet = false;
-  std::string extensions;
 };
 void add_segment_options(CLI::App* cmd, SegmentOptions& o);
 int run_segment(const Common& c, const SegmentOptions& o);

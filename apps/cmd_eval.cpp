@@ -16,13 +16,14 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "batch/batch_run.h"
+#include "batch/source.h"
 #include "cli_common.h"
 #include "datasets.h"
 #include "groupvit/formats/png_reader.h"
 #include "groupvit/groupvit.h"
 #include "groupvit/image/image_io.h"
 #include "groupvit/segment/metrics.h"
-#include "inputs.h"
 #include "outputs.h"
 #include "progress.h"
 
@@ -141,29 +142,6 @@ std::vector<Item> eval_items(const EvalOptions& o, bool run_model) {
   return items;
 }
 
-// The NVlabs head of an evaluation; with --predictions there is no model.
-struct EvalModel {
-  groupvit::GroupViTModel model{nullptr};
-  torch::Tensor class_embeds;
-  torch::Device device = torch::kCPU;
-  groupvit::NvlabsSegmentationOptions head;
-  groupvit::ImagePreprocessConfig prep;
-};
-
-EvalModel prepare_model(const Common& c, const EvalOptions& o, const EvalClasses& classes, bool run_model) {
-  EvalModel m;
-  m.head = nvlabs_head(o.seg);
-  m.head.with_background = classes.background;
-  m.prep = nvlabs_preprocess(o.seg);
-  if (run_model) {
-    const auto templates = read_templates(o.seg.templates);
-    m.model = load_for(c, &m.device);
-    m.class_embeds = groupvit::class_embeddings(*m.model, groupvit::ClipTokenizer::from_directory(c.model_dir),
-                                                classes.prompts, templates, m.device);
-  }
-  return m;
-}
-
 // One image's predicted label map into the scores; a label outside the class list names the stem.
 void add_image(groupvit::SegmentationMetrics& scores, const groupvit::LabelMap& truth, const uint8_t* predicted,
                const std::string& stem) {
@@ -174,57 +152,108 @@ void add_image(groupvit::SegmentationMetrics& scores, const groupvit::LabelMap& 
   }
 }
 
-// Scores the saved label maps of items [first, last).
-void score_predictions(const std::vector<Item>& items, size_t first, size_t last,
-                       const std::vector<groupvit::LabelMap>& truths, groupvit::SegmentationMetrics& scores) {
-  for (size_t i = first; i < last; ++i) {
-    const auto prediction = groupvit::read_label_png(items[i].source);
-    const auto& truth = truths[i - first];
-    check_same_size(items[i].source, prediction.height, prediction.width, truth);
-    add_image(scores, truth, prediction.labels.data(), items[i].stem);
-  }
-}
-
-// Segments the images of items [first, last) in one model call and scores their label maps.
-void score_model(EvalModel& m, const std::vector<Item>& items, size_t first, size_t last,
-                 const std::vector<groupvit::LabelMap>& truths, groupvit::SegmentationMetrics& scores) {
-  std::vector<torch::Tensor> images;
-  std::vector<std::array<int64_t, 2>> sizes;
-  for (size_t i = first; i < last; ++i) {
-    const auto image = groupvit::decode_image_file(items[i].source);
-    const auto& truth = truths[i - first];
-    check_same_size(items[i].source, image.height, image.width, truth);
-    images.push_back(groupvit::preprocess(image, m.prep).to(m.device));
-    sizes.push_back({image.height, image.width});
-  }
-  torch::NoGradGuard no_grad;
-  const auto predicted_scores = groupvit::nvlabs_segment(*m.model, images, m.class_embeds, sizes, m.head);
-  for (size_t i = first; i < last; ++i) {
-    // Channel k is class line k with background, line k of the prompted classes without.
-    auto predicted = predicted_scores[i - first].argmax(0).to(torch::kCPU, torch::kByte).contiguous();
-    add_image(scores, truths[i - first], predicted.data_ptr<uint8_t>(), items[i].stem);
-  }
-}
-
-// Every item, --batch-size at a time, until all are scored or a stop signal came: how many were.
-int64_t score_all(const EvalOptions& o, const std::vector<Item>& items, EvalModel* model,
-                  groupvit::SegmentationMetrics& scores) {
+// --predictions: scores the saved label maps, until all are scored or a stop signal came; returns
+// how many were.
+int64_t score_predictions(const EvalOptions& o, const std::vector<Item>& items, groupvit::SegmentationMetrics& scores) {
   Progress progress(static_cast<int64_t>(items.size()), o.seg.progress_interval, !o.seg.quiet);
   int64_t done = 0;
-  for (size_t first = 0; first < items.size(); first += static_cast<size_t>(o.seg.batch_size)) {
-    const size_t last = std::min(items.size(), first + static_cast<size_t>(o.seg.batch_size));
-    std::vector<groupvit::LabelMap> truths;
-    for (size_t i = first; i < last; ++i) truths.push_back(groupvit::read_label_png(items[i].label));
-    if (!model)
-      score_predictions(items, first, last, truths, scores);
-    else
-      score_model(*model, items, first, last, truths, scores);
-    done += static_cast<int64_t>(last - first);
-    progress.update(done, 0);
+  for (const auto& item : items) {
+    const auto truth = groupvit::read_label_png(item.label);
+    const auto prediction = groupvit::read_label_png(item.source);
+    check_same_size(item.source, prediction.height, prediction.width, truth);
+    add_image(scores, truth, prediction.labels.data(), item.stem);
+    progress.update(++done, 0);
     if (stop_signal()) break;
   }
   progress.finish(done, 0);
   return done;
+}
+
+struct LabelResult : ImageResult {
+  std::vector<uint8_t> labels;  // predicted class per pixel at the original size
+};
+
+// The model step: the NVlabs head over a batch (the paper's protocol); the writer scores each
+// predicted label map against its ground truth. Channel k is class line k with background, line k
+// of the prompted classes without.
+class EvalJob : public BatchJob {
+ public:
+  EvalJob(const Common& c, const EvalOptions& o, const EvalClasses& classes, groupvit::SegmentationMetrics& scores)
+      : scores_(scores) {
+    head_ = nvlabs_head(o.seg);
+    head_.with_background = classes.background;
+    prep_ = nvlabs_preprocess(o.seg);
+    model_ = load_for(c, &device_);
+    class_embeds_ = groupvit::class_embeddings(*model_, groupvit::ClipTokenizer::from_directory(c.model_dir),
+                                               classes.prompts, read_templates(o.seg.templates), device_);
+  }
+  const groupvit::ImagePreprocessConfig& preprocessing() const override { return prep_; }
+  bool on_cuda() const override { return device_.is_cuda(); }
+
+  ImageResults run(std::vector<Prepared>& batch) override {
+    std::vector<torch::Tensor> images;
+    std::vector<std::array<int64_t, 2>> sizes;
+    for (const auto& p : batch) {
+      images.push_back(p.pixels.to(device_));
+      sizes.push_back({p.original.height, p.original.width});
+    }
+    torch::NoGradGuard no_grad;
+    const auto scores = groupvit::nvlabs_segment(*model_, images, class_embeds_, sizes, head_);
+    ImageResults results;
+    for (const auto& s : scores) {
+      auto r = std::make_unique<LabelResult>();
+      auto predicted = s.argmax(0).to(torch::kCPU, torch::kByte).contiguous();
+      r->labels.assign(predicted.data_ptr<uint8_t>(), predicted.data_ptr<uint8_t>() + predicted.numel());
+      results.push_back(std::move(r));
+    }
+    return results;
+  }
+
+  // Runs on the model's thread (no writers): the scores need no lock.
+  void write(Prepared& p, ImageResult& result, RunLog& log) override {
+    const auto truth = groupvit::read_label_png(p.item.extra);
+    check_same_size(p.item.path, p.original.height, p.original.width, truth);
+    add_image(scores_, truth, static_cast<LabelResult&>(result).labels.data(), p.item.key);
+    log.record_done({});
+  }
+
+ private:
+  groupvit::SegmentationMetrics& scores_;
+  groupvit::GroupViTModel model_{nullptr};
+  torch::Tensor class_embeds_;
+  torch::Device device_ = torch::kCPU;
+  groupvit::NvlabsSegmentationOptions head_;
+  groupvit::ImagePreprocessConfig prep_;
+};
+
+// The model over every item on the batch engine; returns how many were scored (fewer after a stop
+// signal). A broken image or a size mismatch ends the run: the scores would not be the dataset's.
+int64_t score_model(const Common& c, const EvalOptions& o, const EvalClasses& classes, const std::vector<Item>& items,
+                    groupvit::SegmentationMetrics& scores) {
+  BatchSettings s;
+  s.tool = "groupvit eval";
+  s.batch_size = o.seg.batch_size;
+  s.workers = o.seg.workers;
+  s.writers = 0;
+  s.progress_interval = o.seg.progress_interval;
+  s.quiet = o.seg.quiet;
+  s.stop_on_error = true;
+  s.ordered = true;  // the batches of earlier versions: the same windows in each model call
+  s.source = [&items](const std::function<bool(const InputItem&)>& visit) {
+    for (const auto& item : items) {
+      InputItem in;
+      in.path = item.source;
+      in.key = item.stem;
+      in.extra = item.label;
+      if (!visit(in)) return;
+    }
+  };
+  std::unique_ptr<EvalJob> job;
+  const auto result = run_batch(s, [&](const OutputDir*) -> BatchJob& {
+    job = std::make_unique<EvalJob>(c, o, classes, scores);
+    return *job;
+  });
+  return result.processed;
 }
 
 // The report: IoU and accuracy per class (null where the class has none), their means, pixel
@@ -359,11 +388,11 @@ int run_eval(const Common& c, const EvalOptions& given) {
   if (run_model && (o.images.empty() || c.model_dir.empty()))
     throw UsageError("give --model and --images (or --predictions to score saved label maps)");
   const auto items = eval_items(o, run_model);
-  auto model = prepare_model(c, o, classes, run_model);
+  if (run_model) nvlabs_head(o.seg);  // its options checked before any work
 
   groupvit::SegmentationMetrics scores(static_cast<int64_t>(classes.names.size()));
   const auto start = std::chrono::steady_clock::now();
-  const int64_t done = score_all(o, items, run_model ? &model : nullptr, scores);
+  const int64_t done = run_model ? score_model(c, o, classes, items, scores) : score_predictions(o, items, scores);
   const double seconds = seconds_since(start);
 
   auto report = eval_report(c, o, classes, scores, done, items.size(), seconds, run_model);

@@ -17,6 +17,8 @@
 #include <random>
 #include <thread>
 
+#include "batch/source.h"
+#include "batch/webdataset.h"
 #include "cli_common.h"
 #include "groupvit/formats/atomic_file.h"
 #include "groupvit/formats/checksums.h"
@@ -28,7 +30,6 @@
 #include "groupvit/runtime/allocator.h"
 #include "groupvit/text/prompt_templates.h"
 #include "groupvit/train/training.h"
-#include "inputs.h"
 #include "outputs.h"
 #include "progress.h"
 
@@ -47,7 +48,8 @@ const char* const kTokenizerFiles[] = {"vocab.json", "merges.txt", "tokenizer.js
                                        "special_tokens_map.json"};
 
 struct Sample {
-  std::string image;  // resolved path
+  std::string image;  // resolved path (a shard member: SHARD#KEY.EXT)
+  std::string data;   // a shard member's encoded image (empty: read `image`)
   std::string caption;
   std::vector<std::string> phrases;
 };
@@ -76,6 +78,54 @@ std::vector<Sample> read_captions(const std::string& path) {
     samples.push_back(std::move(s));
   }
   if (samples.empty()) throw UsageError(path + ": no training samples");
+  return samples;
+}
+
+// WebDataset shards, as the NVlabs configs list them (gcc-train-{000000..000331}.tar): a sample's
+// image member (jpg, png, ...), its caption from "txt" and, when present, phrases from "json"
+// ({"phrases": [...]}). The encoded images are kept in memory; a damaged shard or a sample without
+// image or caption is skipped with a warning.
+std::vector<Sample> read_webdataset(const std::string& pattern) {
+  std::vector<std::string> shards;
+  try {
+    shards = expand_braces(pattern);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--data ") + e.what());
+  }
+  std::vector<Sample> samples;
+  for (const auto& shard : shards) {
+    if (!file_exists(shard)) throw UsageError("--data: shard " + shard + " does not exist");
+    const auto warn = [&](const std::string& where, const std::string& message) {
+      std::cerr << "groupvit: warning: " << shard << (where.empty() ? "" : "#" + where) << ": " << message
+                << " (skipped)\n";
+    };
+    for_each_sample(
+        shard, false,
+        [&](WebDatasetSample& w) {
+          Sample s;
+          for (const char* ext : {"jpg", "jpeg", "png", "webp", "bmp"})
+            if (w.members.count(ext) && s.data.empty()) {
+              s.image = shard + "#" + w.key + "." + ext;
+              s.data = std::move(w.members[ext]);
+            }
+          if (w.members.count("txt")) s.caption = trim(w.members["txt"]);
+          if (w.members.count("json")) {
+            try {
+              const auto j = json::parse(w.members["json"]);
+              if (j.is_object() && j.contains("phrases")) s.phrases = j.at("phrases").get<std::vector<std::string>>();
+            } catch (const json::exception& e) {
+              warn(w.key + ".json", std::string("not {\"phrases\": [texts]}: ") + e.what());
+            }
+          }
+          if (s.data.empty() || s.caption.empty())
+            warn(w.key, s.data.empty() ? "no image member" : "no caption (.txt)");
+          else
+            samples.push_back(std::move(s));
+          return true;
+        },
+        warn);
+  }
+  if (samples.empty()) throw UsageError(pattern + ": no training samples");
   return samples;
 }
 
@@ -276,7 +326,10 @@ class BatchMaker {
   torch::Tensor image(const Sample& s, std::mt19937_64& rng) const {
     torch::Tensor image;
     try {
-      image = groupvit::preprocess(groupvit::decode_image_file(s.image), m_.prep);
+      const auto decoded =
+          s.data.empty() ? groupvit::decode_image_file(s.image)
+                         : groupvit::decode_image_bytes(reinterpret_cast<const uint8_t*>(s.data.data()), s.data.size());
+      image = groupvit::preprocess(decoded, m_.prep);
     } catch (const std::exception& e) {
       throw std::runtime_error("training image " + s.image + ": " + e.what());
     }
@@ -420,7 +473,8 @@ StepsOutcome train_steps(const TrainCliOptions& o, groupvit::Trainer& trainer, B
 void add_train_options(CLI::App* cmd, TrainCliOptions& o) {
   cmd->add_option("--data", o.data,
                   "training data: a JSONL file of {\"image\": path, \"caption\": text, "
-                  "\"phrases\": [texts]} lines (image paths relative to the file)")
+                  "\"phrases\": [texts]} lines (image paths relative to the file), or WebDataset shards "
+                  "(e.g. 'gcc-train-{000000..000331}.tar': KEY.jpg + KEY.txt caption [+ KEY.json {\"phrases\"}])")
       ->required();
   cmd->add_option("--output", o.output,
                   "model directory to write (weights, config, tokenizer, preprocessor, "
@@ -470,7 +524,8 @@ int run_train(const Common& c, const TrainCliOptions& o) {
   const auto device = parse_device(c.device);
   if (c.threads > 0) torch::set_num_threads(c.threads);
   const TrainModel m(o, device);
-  const auto samples = read_captions(o.data);
+  const bool shards = is_webdataset_shard(o.data) || o.data.find('{') != std::string::npos;
+  const auto samples = shards ? read_webdataset(o.data) : read_captions(o.data);
 
   groupvit::Trainer trainer(m.model, o.train);
   // Held until the command exits: a second train (or a converter) into the same directory would

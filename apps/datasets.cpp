@@ -3,7 +3,7 @@
 
 #include "cli_common.h"
 #include "dataset_classes.h"  // generated from datasets/*.txt by apps/CMakeLists.txt
-#include "inputs.h"           // UsageError
+#include "batch/source.h"     // UsageError
 
 #include <sstream>
 
@@ -55,4 +55,4 @@ std::string dataset_presets_help() {
 
 }  // namespace groupvit_cli
 
-#include "inputs.h"  // UsageError
+#include "batch/source.h"  // UsageError

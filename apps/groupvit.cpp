@@ -1,5 +1,5 @@
-// The groupvit command-line tool: model information, tokenization, image-text similarity,
-// embeddings (cmd_embed.cpp), zero-shot segmentation of image sets (cmd_segment.cpp), training
+// The groupvit command-line tool: model information, tokenization, image-text similarity
+// (cmd_similarity.cpp), embeddings (cmd_embed.cpp), zero-shot segmentation of image sets (cmd_segment.cpp), training
 // (cmd_train.cpp) and evaluation on labelled data (cmd_eval.cpp).
 // Every failure becomes one line on stderr and a non-zero exit code.
 #include "groupvit/groupvit.h"
@@ -14,12 +14,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "batch/source.h"
 #include "cli_common.h"
 #include "groupvit/image/image.h"
 #include "groupvit/model/weights.h"
 #include "groupvit/preprocess/tokenizer_torch.h"
 #include "groupvit/version.h"
-#include "inputs.h"
 
 namespace {
 
@@ -115,41 +115,6 @@ int run_tokenize(const Common& c, const std::vector<std::string>& texts) {
   return 0;
 }
 
-int run_similarity(const Common& c, const std::vector<std::string>& images, const std::vector<std::string>& texts) {
-  const auto placement = model_placement(c);
-  if (texts.empty()) throw std::invalid_argument("give at least one --text");
-  const auto model = groupvit::GroupViT::load(c.model_dir, placement.device, placement.dtype);
-  if (model.uses_default_preprocessing()) note_default_preprocessing(c.model_dir);
-  const auto pixels = groupvit::load_pixel_values(model, images);
-  const auto tokens = model.tokenize(texts);
-  const auto image_embeds = model.encode_images(pixels);
-  const auto text_embeds = model.encode_texts(tokens.input_ids, tokens.attention_mask);
-  auto logits = model.similarity(image_embeds, text_embeds).to(torch::kCPU, torch::kFloat);
-  auto probs = logits.softmax(1);
-
-  if (c.json_output) {
-    json l = json::array(), p = json::array();
-    for (int64_t i = 0; i < logits.size(0); ++i) {
-      json lr = json::array(), pr = json::array();
-      for (int64_t t = 0; t < logits.size(1); ++t) {
-        lr.push_back(logits[i][t].item<double>());
-        pr.push_back(probs[i][t].item<double>());
-      }
-      l.push_back(lr);
-      p.push_back(pr);
-    }
-    std::cout << json{{"images", images}, {"texts", texts}, {"logits_per_image", l}, {"probs", p}}.dump() << "\n";
-    return 0;
-  }
-  for (int64_t i = 0; i < logits.size(0); ++i) {
-    std::cout << images[i] << "\n";
-    for (int64_t t = 0; t < logits.size(1); ++t)
-      std::cout << "  " << std::fixed << std::setprecision(4) << probs[i][t].item<double>() << "  (logit "
-                << std::setprecision(3) << logits[i][t].item<double>() << ")  " << texts[t] << "\n";
-  }
-  return 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -172,29 +137,18 @@ int main(int argc, char** argv) {
   add_common(tokenize, tok_opts, false);
   tokenize->add_option("--text", tok_texts, "a text to tokenize (repeat for several)")->required();
 
-  std::vector<std::string> sim_images, sim_texts;
+  SimilarityOptions sim;
   auto* similarity = app.add_subcommand("similarity", "probability of each text for each image (softmax over texts)");
   add_common(similarity, sim_opts, true);
-  similarity->add_option("--image", sim_images, "an image file (repeat or list several)")->required();
-  similarity->add_option("--text", sim_texts, "a text, e.g. \"a photo of a cat\" (repeat or list several)")->required();
+  add_similarity_options(similarity, sim);
 
   Common embed_opts, seg_opts;
-  std::vector<std::string> embed_images, embed_texts;
-  std::string embed_output;
-  bool embed_normalize = false;
-  int embed_batch = 16;
+  EmbedOptions embed_cli;
   auto* embed = app.add_subcommand("embed",
                                    "projected image and/or text features (as get_image_features / "
-                                   "get_text_features), written as .json or .npy");
+                                   "get_text_features), written as .json or .npy, or streamed into a directory");
   add_common(embed, embed_opts, true);
-  embed->add_option("--image", embed_images, "image files, directories or @list.txt files");
-  embed->add_option("--text", embed_texts, "texts");
-  embed
-      ->add_option("--output", embed_output,
-                   "FILE.json, or FILE.npy (with both images and texts: FILE.image.npy and FILE.text.npy)")
-      ->required();
-  embed->add_flag("--normalize", embed_normalize, "L2-normalise the features");
-  embed->add_option("--batch-size", embed_batch, "images per model call")->capture_default_str();
+  add_embed_options(embed, embed_cli);
 
   SegmentOptions seg;
   auto* segment = app.add_subcommand("segment",
@@ -226,8 +180,8 @@ int main(int argc, char** argv) {
   try {
     if (*info) return run_info(info_opts);
     if (*tokenize) return run_tokenize(tok_opts, tok_texts);
-    if (*similarity) return run_similarity(sim_opts, sim_images, sim_texts);
-    if (*embed) return run_embed(embed_opts, embed_images, embed_texts, embed_output, embed_normalize, embed_batch);
+    if (*similarity) return run_similarity(sim_opts, sim);
+    if (*embed) return run_embed(embed_opts, embed_cli);
     if (*segment) return run_segment(seg_opts, seg);
     if (*train) return run_train(train_opts, train_cli);
     if (*eval) return run_eval(eval_opts, eval_cli);

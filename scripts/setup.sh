@@ -27,16 +27,19 @@ DEB_PACKAGES=(
   # SHA-256 for checksums.sha256 (OpenSSL's libcrypto)
   nlohmann-json3-dev libutf8proc-dev zlib1g-dev libssl-dev
   # the CLI and the tests; clang-format for the format check (scripts/format.sh, CTest format.check)
-  libcli11-dev catch2 clang-format
+  libcli11-dev catch2 clang-format libarchive-dev  # libarchive: WebDataset shards (apps/batch/webdataset.cpp)
   # image decoding: OpenCV's split packages (found by cmake/GroupViTOpenCV.cmake; libopencv-dev
   # would bring about 145 more packages) and libwebp for the WebP header check
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libwebp-dev)
 # The libFuzzer targets (scripts/fuzz.sh) need clang and its fuzzer runtime; CI runs them.
 FUZZ_PACKAGES=(clang libclang-rt-dev)
+# The Slurm cluster of test/slurm_test.py (test/slurm_cluster.py starts munged, slurmctld and slurmd by hand).
+TEST_PACKAGES=(slurm-wlm slurmctld slurmd slurm-client munge)
 if [[ "${1:-}" == --list-debian-packages ]]; then
-  printf '%s\n' "${DEB_PACKAGES[@]}" "${FUZZ_PACKAGES[@]}"
+  printf '%s\n' "${DEB_PACKAGES[@]}" "${FUZZ_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
   exit 0
 fi
+DEB_PACKAGES+=("${TEST_PACKAGES[@]}")
 if [[ "${CI:-}" == true || "${GROUPVIT_FUZZ:-0}" == 1 ]]; then
   DEB_PACKAGES+=("${FUZZ_PACKAGES[@]}")
 fi

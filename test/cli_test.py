@@ -271,7 +271,7 @@ def test_errors():
         (["segment", "--model", FIX / "model", "--labels", " , ", "--input", img, "--output", out], "label list is empty"),
         (["segment", "--model", FIX / "model", "--labels", "cat", "--input", out / "missing.jpg", "--output", out],
          "does not exist"),
-        (["embed", "--model", FIX / "model", "--text", "x", "--output", out / "x.txt"], ".json or .npy"),
+        (["embed", "--model", FIX / "model", "--text", "x", "--output", out / "x.txt"], "FILE.json, FILE.npy or a directory"),
         (["info", "--model", out / "nope"], "does not exist"),
         (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--shard", "3/3"],
          "out of range"),
