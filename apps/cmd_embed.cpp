@@ -71,9 +71,7 @@ class EmbedJob : public BatchJob {
 
   ImageResults run(std::vector<Prepared>& batch) override {
     torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> px;
-    for (const auto& p : batch) px.push_back(p.pixels);
-    const auto features = finish_features(model_->get_image_features(torch::stack(px).to(device_, dtype_)));
+    const auto features = finish_features(model_->get_image_features(batch_pixels(batch, device_, dtype_)));
     ImageResults results;
     for (int64_t i = 0; i < features.size(0); ++i) {
       auto r = std::make_unique<EmbedResult>();

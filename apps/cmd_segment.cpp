@@ -68,23 +68,6 @@ std::vector<std::string> read_labels(const SegmentOptions& o) {
   return labels;
 }
 
-// Host to device. On CUDA through page-locked memory (LibTorch's caching host allocator, which
-// keeps the buffer until the copy is done), so the copy is asynchronous and the next batch's
-// decoding overlaps it; elsewhere a plain conversion.
-torch::Tensor to_device(const torch::Tensor& host, torch::Device device, torch::Dtype dtype) {
-  if (!device.is_cuda()) return host.to(device, dtype);
-  return host.pin_memory().to(device, dtype, /*non_blocking=*/true);
-}
-
-torch::Tensor stack_to_device(const std::vector<torch::Tensor>& images, torch::Device device, torch::Dtype dtype) {
-  if (!device.is_cuda()) return torch::stack(images).to(device, dtype);
-  auto sizes = images.front().sizes().vec();
-  sizes.insert(sizes.begin(), static_cast<int64_t>(images.size()));
-  auto pinned = torch::empty(sizes, images.front().options().pinned_memory(true));
-  torch::stack_out(pinned, images);
-  return pinned.to(device, dtype, /*non_blocking=*/true);
-}
-
 struct Paths {
   std::string labels, overlay, logits;
   std::vector<std::string> groups;
@@ -297,9 +280,8 @@ std::vector<torch::Tensor> SegmentJob::scores(const std::vector<Prepared>& batch
     saved = groupvit::nvlabs_segment(*model_, images, class_embeds_.to(device_), sizes, r_.head);
     return saved;
   }
-  std::vector<torch::Tensor> px, out;
-  for (const auto& p : batch) px.push_back(p.pixels);
-  auto pixels = stack_to_device(px, device_, dtype_);
+  std::vector<torch::Tensor> out;
+  auto pixels = batch_pixels(batch, device_, dtype_);
   auto logits = (graphs_ ? (*graphs_)(pixels) : hf_forward(pixels)).front().to(torch::kFloat);
   for (size_t i = 0; i < batch.size(); ++i) {
     saved.push_back(logits[static_cast<int64_t>(i)]);

@@ -39,9 +39,7 @@ class SimilarityJob : public BatchJob {
 
   ImageResults run(std::vector<Prepared>& batch) override {
     torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> px;
-    for (const auto& p : batch) px.push_back(p.pixels);
-    const auto pixels = torch::stack(px).to(model_->device(), model_->dtype());
+    const auto pixels = batch_pixels(batch, model_->device(), model_->dtype());
     const auto logits = model_->similarity(model_->encode_images(pixels), text_embeds_).to(torch::kCPU, torch::kFloat);
     ImageResults results;
     for (int64_t i = 0; i < logits.size(0); ++i) {

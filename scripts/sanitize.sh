@@ -21,13 +21,14 @@ if [[ ! -f "$BUILD/CMakeCache.txt" ]]; then
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1" \
     -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DPython3_EXECUTABLE="$PY" -C "$ROOT/.venv/cuda-toolkit/torch-cuda.cmake" > /dev/null
 fi
-cmake --build "$BUILD" --target groupvit_tests -j "$JOBS"
+cmake --build "$BUILD" --target groupvit_tests groupvit_webdataset_tests -j "$JOBS"
 echo "[sanitize] build took $(( $(date +%s) - start )) s"
 
 # The fixture scripts skip work that is already done.
 [[ -f "$FIXTURES/tokenizer/manifest.json" ]] || "$PY" scripts/make_tokenizer_fixtures.py "$FIXTURES/tokenizer"
 [[ -f "$FIXTURES/image/manifest.json" ]] || "$PY" scripts/make_image_fixtures.py "$FIXTURES/image"
 [[ -f "$FIXTURES/train/ref.pt" ]] || "$PY" scripts/make_train_fixtures.py "$FIXTURES/train"
+[[ -f "$FIXTURES/webdataset/expected.json" ]] || "$PY" scripts/make_webdataset_fixtures.py "$FIXTURES/webdataset"
 
 # LibTorch is not instrumented, so ASan sees its allocations but not their origin:
 # - detect_leaks=0: LibTorch and OpenBLAS keep global caches and thread pools alive until exit
@@ -49,5 +50,14 @@ for tag in config safetensors files model tokenizer image robust train; do
     status=1
   fi
 done
+# The WebDataset reader on damaged shards (cut, overwritten bytes): libarchive's callbacks and ours.
+t0=$(date +%s)
+if "$BUILD/test/groupvit_webdataset_tests" "[webdataset]" > "$BUILD/asan-webdataset.log" 2>&1; then
+  echo "[sanitize] [webdataset] passed in $(( $(date +%s) - t0 )) s ($(grep -Eo 'All tests passed.*' "$BUILD/asan-webdataset.log"))"
+else
+  echo "[sanitize] [webdataset] FAILED under ASan/UBSan; log $BUILD/asan-webdataset.log:"
+  tail -n 60 "$BUILD/asan-webdataset.log"
+  status=1
+fi
 echo "[sanitize] total $(( $(date +%s) - start )) s"
 exit $status

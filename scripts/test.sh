@@ -2,7 +2,7 @@
 # Sets up (scripts/setup.sh: packages, environment, build) if needed, then runs the whole test
 # suite through CTest. Reference fixtures are made on the first run by Python scripts with
 # transformers and reused afterwards. With CI=true (or the variables below) two more stages follow:
-# the unit suites under AddressSanitizer + UBSan (scripts/sanitize.sh, its own build-asan/) and
+# the unit suites (and the WebDataset reader) under AddressSanitizer + UBSan (scripts/sanitize.sh, its own build-asan/) and
 # bounded fuzzing of every libFuzzer target (scripts/fuzz.sh).
 #
 #   scripts/test.sh                 everything

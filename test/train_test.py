@@ -166,6 +166,43 @@ def case_resume(binary, work):
     check(r.returncode != 0 and "other options" in r.stderr, "--resume with another --lr is refused")
 
 
+def case_webdataset(binary, work):
+    """train --data over WebDataset shards (KEY.png + KEY.txt caption + KEY.json phrases, as the NVlabs
+    configs list them) trains exactly what the same samples from captions.jsonl train."""
+    import io
+    import tarfile
+    data = dataset(work)
+    lines = [json.loads(l) for l in (data / "train/captions.jsonl").read_text().splitlines() if l.strip()]
+    shards = work / "shards"
+    shards.mkdir(exist_ok=True)
+    per = (len(lines) + 2) // 3
+    for s in range(3):
+        with tarfile.open(shards / f"train-{s:03d}.tar", "w") as tar:
+            for i, rec in enumerate(lines[s * per:(s + 1) * per]):
+                key = f"{s * per + i:06d}"
+                members = {"png": (data / "train" / rec["image"]).read_bytes(), "txt": rec["caption"].encode()}
+                if "phrases" in rec:
+                    members["json"] = json.dumps({"phrases": rec["phrases"]}).encode()
+                for ext, payload in members.items():
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size, info.mtime = len(payload), 0
+                    tar.addfile(info, io.BytesIO(payload))
+    from_jsonl, from_shards = work / "jsonl", work / "wds"
+    for d in (from_jsonl, from_shards):
+        shutil.rmtree(d, ignore_errors=True)
+    run([binary, *train_args(data, from_jsonl, steps=6), "--quiet"])
+    args = train_args(data, from_shards, steps=6)
+    args[args.index("--data") + 1] = str(shards / "train-{000..002}.tar")
+    run([binary, *args, "--quiet"])
+    same = (from_jsonl / "model.safetensors").read_bytes() == (from_shards / "model.safetensors").read_bytes()
+    check(same, "6 steps on shards: weights identical to the same samples from captions.jsonl")
+    (shards / "garbage.tar").write_bytes(b"not a tar archive" * 100)
+    args[args.index("--data") + 1] = str(shards / "garbage.tar")
+    r = run([binary, *args, "--quiet"], check=False)
+    check(r.returncode == 1 and "no training samples" in r.stderr and "garbage.tar" in r.stderr,
+          f"a damaged shard is named and nothing trains from it ({r.stderr.strip()})")
+
+
 def write_labels(path: Path, labels: np.ndarray, paletted: bool):
     img = Image.fromarray(labels.astype(np.uint8), mode="L")
     if paletted:
@@ -336,7 +373,7 @@ def main():
     binary, work, case = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     work.mkdir(parents=True, exist_ok=True)
     {"mini": case_mini, "resume": case_resume, "eval": case_eval, "errors": case_errors,
-     "trust": case_trust}[case](binary, work / case)
+     "trust": case_trust, "webdataset": case_webdataset}[case](binary, work / case)
 
 
 if __name__ == "__main__":

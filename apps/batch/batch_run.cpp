@@ -230,6 +230,7 @@ class ModelLoop {
   ModelLoop(const BatchSettings& s, BatchJob& job, Pipeline& pipeline, RunLog& log)
       : s_(s), job_(job), pipeline_(pipeline), log_(log) {}
   void run();
+  double model_seconds() const { return model_seconds_; }
 
  private:
   // Up to --batch-size inputs; those that failed to decode are recorded. `more` becomes false
@@ -247,6 +248,7 @@ class ModelLoop {
   BatchJob& job_;
   Pipeline& pipeline_;
   RunLog& log_;
+  double model_seconds_ = 0;  // in job.run: the model-only time, for the pipeline's efficiency
 };
 
 void ModelLoop::run() {
@@ -270,6 +272,7 @@ void ModelLoop::run() {
       for (const auto& p : batch) record_error(p.item, "model: " + error);
       continue;
     }
+    model_seconds_ += ms_since(t0) / 1000;
     const double model_ms = ms_since(t0) / static_cast<double>(batch.size());
     for (auto& r : results) r->model_ms = model_ms;
     if (!hand_over(batch, results)) more = false;
@@ -361,7 +364,8 @@ size_t worker_count(const BatchSettings& s) {
 }
 
 // The summary and closing lines of a run that finished or was stopped by a signal.
-BatchOutcome outcome(const BatchSettings& s, const OutputDir* out, const RunLog& log, int64_t skipped) {
+BatchOutcome outcome(const BatchSettings& s, const OutputDir* out, const RunLog& log, int64_t skipped,
+                     double model_seconds, double wall_seconds) {
   BatchOutcome r;
   r.processed = log.processed;
   r.failed = log.failed;
@@ -371,7 +375,10 @@ BatchOutcome outcome(const BatchSettings& s, const OutputDir* out, const RunLog&
                {"failed", log.failed},
                {"skipped_done", skipped},
                {"shard", {{"index", s.shard.index}, {"count", s.shard.count}, {"source", s.shard.source}}},
-               {"interrupted", r.signal != 0}};
+               {"interrupted", r.signal != 0},
+               // model_seconds / wall_seconds: how busy the pipeline kept the model
+               {"model_seconds", model_seconds},
+               {"wall_seconds", wall_seconds}};
   if (out) {
     r.summary["output"] = out->dir;
     r.summary["results"] = out->results_path;
@@ -396,6 +403,25 @@ BatchOutcome outcome(const BatchSettings& s, const OutputDir* out, const RunLog&
 }
 
 }  // namespace
+
+// Host to device (see batch_run.h). On CUDA through page-locked memory (LibTorch's caching host allocator, which
+// keeps the buffer until the copy is done), so the copy is asynchronous and the next batch's
+// decoding overlaps it; elsewhere a plain conversion.
+torch::Tensor to_device(const torch::Tensor& host, torch::Device device, torch::Dtype dtype) {
+  if (!device.is_cuda()) return host.to(device, dtype);
+  return host.pin_memory().to(device, dtype, /*non_blocking=*/true);
+}
+
+torch::Tensor batch_pixels(const std::vector<Prepared>& batch, torch::Device device, torch::Dtype dtype) {
+  std::vector<torch::Tensor> images;
+  for (const auto& p : batch) images.push_back(p.pixels);
+  if (!device.is_cuda()) return torch::stack(images).to(device, dtype);
+  auto sizes = images.front().sizes().vec();
+  sizes.insert(sizes.begin(), static_cast<int64_t>(images.size()));
+  auto pinned = torch::empty(sizes, images.front().options().pinned_memory(true));
+  torch::stack_out(pinned, images);
+  return pinned.to(device, dtype, /*non_blocking=*/true);
+}
 
 void RunLog::record_error(const InputItem& item, const std::string& what) {
   const std::lock_guard<std::mutex> lock(mu_);
@@ -454,8 +480,10 @@ BatchOutcome run_batch(const BatchSettings& s, const std::function<BatchJob&(con
   pipeline.start_enumerator(pass.source, pass.wanted);
   pipeline.start_workers(job->preprocessing());
   pipeline.start_writers(writers, *job, log);
+  const auto started = Clock::now();
+  ModelLoop loop(s, *job, pipeline, log);
   try {
-    ModelLoop(s, *job, pipeline, log).run();
+    loop.run();
     pipeline.finish_writing();
     pipeline.rethrow_fatal();
     job->finish(log);
@@ -476,7 +504,7 @@ BatchOutcome run_batch(const BatchSettings& s, const std::function<BatchJob&(con
   pipeline.stop();
   progress.finish(log.processed, log.failed);
   if (!pipeline.enumerate_error().empty()) throw UsageError(pipeline.enumerate_error());
-  auto result = outcome(s, out.get(), log, pass.counts.skipped);
+  auto result = outcome(s, out.get(), log, pass.counts.skipped, loop.model_seconds(), ms_since(started) / 1000);
   job->add_to_summary(result.summary);
   return result;
 }

@@ -35,6 +35,11 @@ struct Prepared {
   double prep_ms = 0;
 };
 
+// Host to device; on CUDA asynchronously from page-locked memory, so that the next batch's decoding
+// overlaps the copy. batch_pixels: the batch's pixel_values stacked, [n, 3, h, w].
+torch::Tensor to_device(const torch::Tensor& host, torch::Device device, torch::Dtype dtype);
+torch::Tensor batch_pixels(const std::vector<Prepared>& batch, torch::Device device, torch::Dtype dtype);
+
 // One input's results of a model call, on the host: what the command's writer needs.
 struct ImageResult {
   virtual ~ImageResult() = default;
