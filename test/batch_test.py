@@ -271,6 +271,28 @@ def test_partitions():
     assert not (d / "listed").exists() or not list((d / "listed").glob("results*")), "work was done"
 
 
+def test_shard_balance():
+    """27 keys imgABC.png with digits A, B, C from {0, 4, 8} in 4 shards: disjoint, complete, none empty.
+    Those digits share their low two bits, so a hash whose low bits follow the bytes' low bits (FNV-1a
+    unfinalised) puts all 27 in one shard."""
+    import itertools
+    src = fresh("balance_images")
+    base_img = Image.open(base.FIX / "images/chelsea.png").resize((48, 40))
+    names = [f"img{a}{b}{c}.png" for a, b, c in itertools.product("048", repeat=3)]
+    for n in names:
+        base_img.save(src / n)
+    out = fresh("balance")
+    counts, keys = [], set()
+    for i in range(4):
+        run("embed", "--model", base.FIX / "model", "--input", src, "--output", out, "--shard", f"{i}/4")
+        shard = {r["key"] for r in results(out / f"results.shard-{i}-of-4.jsonl")}
+        assert not (shard & keys), shard & keys
+        keys |= shard
+        counts.append(len(shard))
+    assert keys == set(names) and min(counts) >= 2, counts
+    print("shard sizes", counts)
+
+
 def main():
     base.BIN, base.FIX, base.WORK = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     base.WORK.mkdir(parents=True, exist_ok=True)

@@ -306,12 +306,18 @@ void InputSource::for_each(const SourceOptions& options, const std::function<boo
 }
 
 uint64_t stable_hash(const std::string& text) {
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
   for (unsigned char c : text) {
     h ^= c;
     h *= 1099511628211ull;
   }
-  return h;
+  // MurmurHash3's finaliser: FNV-1a's low bits depend only on the low bits of each byte, so without
+  // it, shard = h mod 4 would put img0.png, img4.png and img8.png in one shard.
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  return h ^ (h >> 33);
 }
 
 KeyCheck::KeyCheck(const InputSource& source, SourceOptions options,

@@ -78,7 +78,8 @@ class KeyCheck {
   std::set<std::string> seen_;        // of those, the ones taken already
 };
 
-// FNV-1a of the key: which shard an input belongs to does not depend on the listing order.
+// FNV-1a of the key, finalised (MurmurHash3's fmix64): which shard an input belongs to does not
+// depend on the listing order, and shards of a power-of-two count get even shares.
 uint64_t stable_hash(const std::string& text);
 
 }  // namespace groupvit_cli
