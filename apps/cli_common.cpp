@@ -4,9 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <thread>
 
 #include "batch/source.h"
 #include "groupvit/runtime/allocator.h"
@@ -35,7 +38,7 @@ void add_common(CLI::App* cmd, Common& c, bool with_device) {
   if (with_device) {
     cmd->add_option("--device", c.device, "cpu, cuda or cuda:N")->capture_default_str();
     cmd->add_option("--dtype", c.dtype, "fp32, fp16 or bf16")->capture_default_str();
-    cmd->add_option("--threads", c.threads, "CPU threads for LibTorch (default: its own choice)");
+    cmd->add_option("--threads", c.threads, threads_help());
   }
   cmd->add_flag("--json", c.json_output, "print JSON for scripts instead of a table");
 }
@@ -72,6 +75,20 @@ void check_model_dir(const std::string& dir) {
     throw UsageError("model directory '" + dir +
                      "' does not exist (convert a checkpoint with scripts/convert_hf.py, or pass a Hugging Face "
                      "snapshot directory)");
+}
+
+int max_threads() { return 4 * std::max(1, static_cast<int>(std::thread::hardware_concurrency())); }
+
+std::string threads_help() {
+  return "CPU threads for LibTorch, 1 to " + std::to_string(max_threads()) +
+         " (4x the cores); 0 or not given: LibTorch's own choice";
+}
+
+void check_threads(int threads) {
+  if (threads < 0 || threads > max_threads())
+    throw UsageError("--threads " + std::to_string(threads) + " is out of range: give 1 to " +
+                     std::to_string(max_threads()) + " (4x the " + std::to_string(max_threads() / 4) +
+                     " cores), or 0 for LibTorch's own choice");
 }
 
 ModelPlacement model_placement(const Common& c) {
@@ -164,6 +181,16 @@ std::vector<std::string> read_texts(const std::vector<std::string>& given) {
     }
   }
   return texts;
+}
+
+void reject_duplicates(const std::vector<std::string>& names, const std::string& source) {
+  std::map<std::string, size_t> first;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const auto [it, added] = first.emplace(names[i], i);
+    if (!added)
+      throw UsageError(source + ": \"" + names[i] + "\" is given twice (entries " + std::to_string(it->second + 1) +
+                       " and " + std::to_string(i + 1) + "): each class needs one name");
+  }
 }
 
 }  // namespace groupvit_cli

@@ -30,6 +30,9 @@ struct Common {
 };
 
 void add_common(CLI::App* cmd, Common& c, bool with_device);
+// --threads: 0 (LibTorch's choice) or 1 to 4x the cores; UsageError otherwise.
+void check_threads(int threads);
+std::string threads_help();
 
 torch::Device parse_device(const std::string& text);
 torch::Dtype parse_dtype(const std::string& text);
@@ -141,6 +144,8 @@ struct EvalOptions {
 void add_eval_options(CLI::App* cmd, EvalOptions& o);
 int run_eval(const Common& c, const EvalOptions& o);
 
+// UsageError naming the first name that appears twice in `names` (from `source`) and both positions.
+void reject_duplicates(const std::vector<std::string>& names, const std::string& source);
 // Whitespace trimmed from both ends.
 std::string trim(const std::string& s);
 // The non-empty lines of a text file, trimmed; UsageError naming `what` and the path when it is

@@ -89,6 +89,8 @@ EvalClasses read_classes(const EvalOptions& o, const DatasetPreset* preset) {
   classes.names = preset ? preset->classes : read_lines(o.classes, "class list");
   classes.background = classes.names[0] == "background" && !o.seg.no_background;
   if (classes.names.size() > 255) throw UsageError("at most 255 classes (label 255 means ignore)");
+  // A repeated name would split one class's pixels between two labels and lower its IoU unseen.
+  reject_duplicates(classes.names, preset ? preset->classes_file : o.classes);
   classes.prompts.assign(classes.names.begin() + (classes.background ? 1 : 0), classes.names.end());
   if (classes.prompts.empty())
     throw UsageError("the class list " + (preset ? preset->classes_file : o.classes) +

@@ -55,7 +55,10 @@ std::vector<std::string> read_labels(const SegmentOptions& o) {
     labels.erase(labels.begin());
   if (labels.empty())
     throw UsageError("the label list is empty: give class names with --labels \"cat,dog\" or --labels-file FILE");
-  if (labels.size() > 255) throw UsageError("at most 255 labels (the label PNG holds one byte per pixel)");
+  // Label 0 is background and 255 means "ignore" to eval and the VOC convention: 254 classes fit a byte.
+  if (labels.size() > 254)
+    throw UsageError("at most 254 labels (the label PNG holds one byte per pixel: 0 is background, 255 ignore)");
+  reject_duplicates(labels, o.labels_file.empty() ? std::string("--labels") : o.labels_file);
   // Checked here, before the model loads, so that the message can say which label and where it came from.
   for (size_t i = 0; i < labels.size(); ++i) {
     try {

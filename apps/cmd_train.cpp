@@ -526,6 +526,10 @@ int run_train(const Common& c, const TrainCliOptions& o) {
   const TrainModel m(o, device);
   const bool shards = is_webdataset_shard(o.data) || o.data.find('{') != std::string::npos;
   const auto samples = shards ? read_webdataset(o.data) : read_captions(o.data);
+  if (o.train.batch_size > static_cast<int64_t>(samples.size()))
+    std::cerr << "groupvit: warning: --batch-size " << o.train.batch_size << " is larger than the " << samples.size()
+              << " training samples: each batch repeats samples, and the contrastive loss sees the same pair as "
+                 "its own negative\n";
 
   groupvit::Trainer trainer(m.model, o.train);
   // Held until the command exits: a second train (or a converter) into the same directory would

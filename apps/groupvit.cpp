@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
                                    "train GroupViT from captioned images (image-caption and multi-label "
                                    "contrastive losses), from scratch or fine-tuning; writes a model directory");
   train->add_option("--device", train_opts.device, "cpu, cuda or cuda:N")->capture_default_str();
-  train->add_option("--threads", train_opts.threads, "CPU threads for LibTorch (default: its own choice)");
+  train->add_option("--threads", train_opts.threads, threads_help());
   train->add_flag("--json", train_opts.json_output, "print a JSON summary at the end");
   add_train_options(train, train_cli);
 
@@ -180,11 +180,12 @@ int main(int argc, char** argv) {
   try {
     if (*info) return run_info(info_opts);
     if (*tokenize) return run_tokenize(tok_opts, tok_texts);
-    if (*similarity) return run_similarity(sim_opts, sim);
-    if (*embed) return run_embed(embed_opts, embed_cli);
-    if (*segment) return run_segment(seg_opts, seg);
-    if (*train) return run_train(train_opts, train_cli);
-    if (*eval) return run_eval(eval_opts, eval_cli);
+    // --threads is checked before any work: an absurd count would hang LibTorch's pool set-up.
+    if (*similarity) return check_threads(sim_opts.threads), run_similarity(sim_opts, sim);
+    if (*embed) return check_threads(embed_opts.threads), run_embed(embed_opts, embed_cli);
+    if (*segment) return check_threads(seg_opts.threads), run_segment(seg_opts, seg);
+    if (*train) return check_threads(train_opts.threads), run_train(train_opts, train_cli);
+    if (*eval) return check_threads(eval_opts.threads), run_eval(eval_opts, eval_cli);
   } catch (const c10::Error& e) {
     std::cerr << "groupvit: error: " << e.what_without_backtrace() << "\n";
     return 1;

@@ -281,6 +281,14 @@ def test_errors():
           "--mode", "hf"], "needs --device cuda"),
         (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--writers", "-2"],
          "--writers must be between 0 and 256"),
+        (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--threads",
+          "100000"], "--threads 100000 is out of range"),
+        (["embed", "--model", FIX / "model", "--text", "x", "--output", out / "t.json", "--threads", "-1"],
+         "--threads -1 is out of range"),
+        (["segment", "--model", FIX / "model", "--labels", "cat,dog,cat", "--input", img, "--output", out],
+         '"cat" is given twice (entries 1 and 3)'),
+        (["segment", "--model", FIX / "model", "--labels", ",".join(f"c{i}" for i in range(255)), "--input", img,
+          "--output", out], "at most 254 labels"),
     ]
     if torch.cuda.is_available():
         cases = [c for c in cases if "no CUDA device" not in c[1]]
@@ -387,13 +395,14 @@ def test_text_inputs():
     (out / "odd.txt").write_bytes(b"c\0at\n" + b"dog " * 262144 + b"\n")
     p = run(*seg, "--labels-file", out / "odd.txt", "--output", out / "odd")
     assert len(results(out / "odd/results.jsonl")) == 1
-    # 255 labels (the most a label PNG holds) work; 256 and an empty list are refused.
-    (out / "many.txt").write_text("".join(f"class {i}\n" for i in range(255)))
+    # 254 labels (the most a label PNG holds besides background 0 and ignore 255) work; 255 and an empty
+    # list are refused.
+    (out / "many.txt").write_text("".join(f"class {i}\n" for i in range(254)))
     run(*seg, "--labels-file", out / "many.txt", "--output", out / "many")
-    assert results(out / "many/results.jsonl")[0]["labels"][-1] == "class 254"
-    (out / "too_many.txt").write_text("".join(f"class {i}\n" for i in range(256)))
+    assert results(out / "many/results.jsonl")[0]["labels"][-1] == "class 253"
+    (out / "too_many.txt").write_text("".join(f"class {i}\n" for i in range(255)))
     p = run(*seg, "--labels-file", out / "too_many.txt", "--output", out / "too_many", expect=1)
-    assert "at most 255 labels" in p.stderr
+    assert "at most 254 labels" in p.stderr
     (out / "empty.txt").write_text("# nothing\n\n")
     p = run(*seg, "--labels-file", out / "empty.txt", "--output", out / "empty", expect=1)
     assert "label list is empty" in p.stderr

@@ -298,6 +298,14 @@ def case_errors(binary, work):
     check(r.returncode != 0 and "no " in r.stderr and "checkpoint.pt" in r.stderr, "--resume without a checkpoint")
     r = run([binary, "eval", "--labels", bad, "--classes", bad / "none.txt", "--predictions", bad], check=False)
     check(r.returncode != 0 and "none.txt" in r.stderr, "eval: a missing class list is named")
+    (bad / "dup.txt").write_text("background\nred\ngreen\nred\n")
+    r = run([binary, "eval", "--labels", bad, "--classes", bad / "dup.txt", "--predictions", bad], check=False)
+    check(r.returncode == 1 and '"red" is given twice (entries 2 and 4)' in r.stderr,
+          "eval: a class named twice is refused (it would lower mIoU unseen): " + r.stderr.strip())
+    args = train_args(data, bad / "big", steps=1)
+    args[args.index("--batch-size") + 1] = 200  # the scenes have 96 training samples
+    r = run([binary, *args, "--quiet"], check=False)
+    check("larger than the 96 training samples" in r.stderr, "train warns of a batch larger than the data")
 
 
 def flip_bytes(path: Path, offset: int, count: int = 64):
