@@ -259,7 +259,7 @@ int run_embed(const Common& c, const EmbedOptions& given) {
   if (one_file && (o.resume || !o.shard.empty() || o.shard_count))
     throw UsageError("--resume and shards need --output DIR (a directory, not " + o.output + ")");
   check_model_dir(c.model_dir);
-  auto settings = batch_settings(o, "groupvit embed");
+  auto settings = batch_settings(o, "groupvit embed", /*sharded=*/!one_file);
   settings.verb = "embedded";
   settings.ordered = true;
   settings.writers = 0;                                     // the rows of a chunk are kept in listing order

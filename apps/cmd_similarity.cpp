@@ -107,7 +107,7 @@ int run_similarity(const Common& c, const SimilarityOptions& o) {
   const auto texts = read_texts(o.texts);
   if (texts.empty()) throw UsageError("give at least one --text");
   check_model_dir(c.model_dir);
-  auto settings = batch_settings(o, "groupvit similarity");
+  auto settings = batch_settings(o, "groupvit similarity", /*sharded=*/false);
   settings.ordered = true;  // rows in the order the images were given
   settings.writers = 0;
   settings.quiet = true;

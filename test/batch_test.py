@@ -269,6 +269,12 @@ def test_partitions():
     p = segment(src, d / "listed", expect=1, env=listed)
     assert "list-form array" in p.stderr and "--shard" in p.stderr, p.stderr
     assert not (d / "listed").exists() or not list((d / "listed").glob("results*")), "work was done"
+    # Commands without per-shard outputs take every input inside an array task too.
+    files = sorted(src.glob("*.png"))
+    p = run("similarity", "--model", base.FIX / "model", "--image", src, "--text", "a cat", "--json", env=stepped)
+    assert json.loads(p.stdout)["images"] == [str(f) for f in files]
+    run("embed", "--model", base.FIX / "model", "--image", src, "--output", d / "one.json", env=listed)
+    assert len(json.loads((d / "one.json").read_text())["images"]) == len(files)
 
 
 def test_shard_balance():

@@ -30,13 +30,13 @@ void add_batch_run_options(CLI::App* cmd, BatchOptions& o) {
                   "jpg,jpeg,png,bmp,tif,tiff,webp)");
 }
 
-BatchSettings batch_settings(const BatchOptions& o, const std::string& tool) {
+BatchSettings batch_settings(const BatchOptions& o, const std::string& tool, bool sharded) {
   BatchSettings s;
   s.tool = tool;
   s.inputs = o.inputs;
   s.extensions = image_extensions(o.extensions);
   s.output = o.output;
-  s.shard = resolve_shard(o.shard, o.shard_count);
+  if (sharded) s.shard = resolve_shard(o.shard, o.shard_count);
   s.resume = o.resume;
   s.batch_size = o.batch_size;
   s.workers = o.workers;

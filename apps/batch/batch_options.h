@@ -32,6 +32,8 @@ CLI::Option* add_input_option(CLI::App* cmd, BatchOptions& o, const std::string&
 // and --extensions.
 void add_batch_run_options(CLI::App* cmd, BatchOptions& o);
 // The engine's settings of these options (the shard resolved: a bad --shard or array fails here).
-BatchSettings batch_settings(const BatchOptions& o, const std::string& tool);
+// Unsharded (similarity, embed into one file): the whole input, whatever a Slurm or Kubernetes
+// environment says, since such a run writes no per-shard files that could be merged.
+BatchSettings batch_settings(const BatchOptions& o, const std::string& tool, bool sharded = true);
 
 }  // namespace groupvit_cli
