@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "large-runs"
 MAKE_SHARDS = EXAMPLES / "make_shards.py"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from batch_test import npy_rows as embed_rows  # noqa: E402  key -> row of embed --output DIR
 from slurm_cluster import SlurmCluster  # noqa: E402
 
 BIN, FIX, WORK = None, None, None
@@ -355,19 +356,6 @@ def read_shard(path):
             assert ext not in samples[-1][1], f"{path}: {key}.{ext} twice"
             samples[-1][1][ext] = tar.extractfile(m).read()
     return samples
-
-
-def embed_rows(out):
-    """key -> row from embed's --output DIR (index-NNNNN.jsonl says which row of embeddings-NNNNN.npy)."""
-    rows = {}
-    for npy in sorted(out.glob("embeddings-*.npy")):
-        arr = np.load(npy)
-        index = records(npy.with_name(npy.name.replace("embeddings", "index")).with_suffix(".jsonl"))
-        assert len(index) == arr.shape[0], (npy, len(index), arr.shape)
-        for entry in index:
-            assert entry["key"] not in rows, f"{entry['key']} twice"
-            rows[entry["key"]] = arr[entry["row"]]
-    return rows
 
 
 def test_make_shards():
