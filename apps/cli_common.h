@@ -99,6 +99,8 @@ struct SegmentOptions : BatchOptions {
   bool save_logits = false;
   std::string overlay_format = "jpg";
   bool no_overlay = false;
+  std::vector<std::string> formats{"png"};                 // png, coco, labelstudio, cvat
+  std::string image_url_prefix = "/data/local-files/?d=";  // labelstudio: a task's image URL is this + the key
 };
 void add_segment_options(CLI::App* cmd, SegmentOptions& o);
 int run_segment(const Common& c, const SegmentOptions& o);

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "batch/batch_options.h"
@@ -19,6 +21,7 @@
 #include "groupvit/image/image_io.h"
 #include "groupvit/runtime/cuda_graph.h"
 #include "groupvit/segment/nvlabs_segmentation.h"
+#include "label_formats/exports.h"
 #include "outputs.h"
 
 namespace groupvit_cli {
@@ -149,6 +152,17 @@ void add_segment_options(CLI::App* cmd, SegmentOptions& o) {
       ->check(CLI::IsMember({"jpg", "png"}))
       ->capture_default_str();
   cmd->add_flag("--no-overlay", o.no_overlay, "skip the overlay images");
+  cmd->add_option("--format", o.formats,
+                  "label map formats, one or several (comma-separated): png (KEY.labels.png, VOC palette), coco "
+                  "(coco.json: RLE masks, bbox, area, score), labelstudio (labelstudio.json predictions + "
+                  "labelstudio-config.xml), cvat (cvat/: CVAT's Segmentation mask 1.1)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"png", "coco", "labelstudio", "cvat"}))
+      ->capture_default_str();
+  cmd->add_option("--image-url-prefix", o.image_url_prefix,
+                  "labelstudio: a task's image URL is this + the image's key (default: Label Studio's local "
+                  "files, serving the --input directory as LOCAL_FILES_DOCUMENT_ROOT)")
+      ->capture_default_str();
   add_batch_run_options(cmd, o);
 }
 
@@ -162,7 +176,13 @@ struct SegmentRequest {
   groupvit::NvlabsSegmentationOptions head;
   bool nvlabs = true;      // --mode nvlabs, else hf
   bool background = true;  // nvlabs with a background channel; without one the classes start at 1
+  bool png = false, coco = false, labelstudio = false, cvat = false;  // --format
+  bool rles() const { return coco || labelstudio; }                   // the results lines carry each region's RLE
 };
+
+bool has(const std::vector<std::string>& list, const std::string& item) {
+  return std::find(list.begin(), list.end(), item) != list.end();
+}
 
 SegmentRequest check_request(const Common& c, const SegmentOptions& o) {
   SegmentRequest r;
@@ -179,6 +199,15 @@ SegmentRequest check_request(const Common& c, const SegmentOptions& o) {
   r.head.with_background = r.background;
   r.names = {"background"};
   r.names.insert(r.names.end(), r.labels.begin(), r.labels.end());
+  r.png = has(o.formats, "png");
+  r.coco = has(o.formats, "coco");
+  r.labelstudio = has(o.formats, "labelstudio");
+  r.cvat = has(o.formats, "cvat");
+  if (!r.png && !r.coco && !r.labelstudio && !r.cvat) throw UsageError("--format: give at least one format");
+  for (size_t i = 0; r.cvat && i < r.labels.size(); ++i)
+    if (r.labels[i].find_first_of(":\n") != std::string::npos)
+      throw UsageError("--format cvat: label " + std::to_string(i + 1) + " '" + r.labels[i] +
+                       "' holds a ':', which CVAT's labelmap.txt uses to separate its fields");
   return r;
 }
 
@@ -200,6 +229,7 @@ Paths paths_for(const SegmentOptions& o, const std::string& key, int64_t stages)
 // device's stream, LibTorch's thread pool).
 struct SegmentResult : ImageResult {
   std::vector<uint8_t> labels;               // [height * width] class index per pixel
+  std::vector<float> scores;                 // [label value] the region's score (label_region_scores)
   torch::Tensor logits;                      // --save-logits: [channels, h, w] float32, CPU
   std::vector<std::vector<uint8_t>> groups;  // --save-groups: a group map per stage
 };
@@ -209,7 +239,7 @@ struct SegmentResult : ImageResult {
 // Neither copied nor moved: the graphs call back into it.
 class SegmentJob : public BatchJob {
  public:
-  SegmentJob(const Common& c, const SegmentOptions& o, const SegmentRequest& r);
+  SegmentJob(const Common& c, const SegmentOptions& o, const SegmentRequest& r, const OutputDir* out);
   SegmentJob(const SegmentJob&) = delete;
   SegmentJob& operator=(const SegmentJob&) = delete;
 
@@ -217,8 +247,11 @@ class SegmentJob : public BatchJob {
   // One model call for the whole batch (nvlabs: all windows of all images together).
   ImageResults run(std::vector<Prepared>& batch) override;
   void write(Prepared& p, ImageResult& result, RunLog& log) override;
+  // The run-level files of --format coco, labelstudio and cvat, from results.jsonl.
+  void finish(RunLog& log) override;
   bool on_cuda() const override { return device_.is_cuda(); }
   void add_to_summary(json& summary) const override {
+    if (!exports_.empty()) summary["exports"] = exports_;
     if (graphs_)
       summary["cuda_graphs"] = {{"captured_shapes", graphs_->graphs()},
                                 {"replayed_batches", graphs_->replays()},
@@ -231,6 +264,9 @@ class SegmentJob : public BatchJob {
   std::vector<torch::Tensor> scores(const std::vector<Prepared>& batch, std::vector<torch::Tensor>& saved);
   // The image's files; returns the "outputs" of its results line.
   json write_files(const Prepared& p, const SegmentResult& r) const;
+  // --format cvat names a mask by the key less its extension: two keys of one name would overwrite
+  // each other's masks, so the second is refused (within this run).
+  void claim_cvat_name(const std::string& key) const;
 
   const SegmentOptions& o_;
   const SegmentRequest& r_;
@@ -243,9 +279,15 @@ class SegmentJob : public BatchJob {
   torch::Tensor class_embeds_;        // float32, on the device (the NVlabs head)
   torch::Tensor class_embeds_model_;  // in the model's dtype: what the hf forward and its CUDA graphs read
   const std::vector<std::array<uint8_t, 3>> palette_ = groupvit::label_palette();
+  const OutputDir* out_;
+  std::string model_name_;
+  json exports_ = json::object();
+  mutable std::mutex cvat_mu_;
+  mutable std::map<std::string, std::string> cvat_names_;  // mask name -> key
 };
 
-SegmentJob::SegmentJob(const Common& c, const SegmentOptions& o, const SegmentRequest& r) : o_(o), r_(r) {
+SegmentJob::SegmentJob(const Common& c, const SegmentOptions& o, const SegmentRequest& r, const OutputDir* out)
+    : o_(o), r_(r), out_(out), model_name_(c.model_dir) {
   model_ = load_for(c, &device_);
   dtype_ = parse_dtype(c.dtype);
   const auto& vc = model_->config().vision_config;
@@ -303,6 +345,25 @@ std::vector<uint8_t> bytes_of(const torch::Tensor& t) {
   return {c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel()};
 }
 
+// Each region's score, by label value: the mean over the region's pixels of its label's probability
+// there (hf: the softmax over the labels of segmentation_logits; nvlabs: the head's score, itself a
+// softmax over the classes kept by the top-k gate). `channel`: the argmax of score_map; channel c
+// is label value c + offset.
+std::vector<float> label_region_scores(const torch::Tensor& score_map, const torch::Tensor& channel, bool softmax,
+                                       int64_t offset) {
+  const int64_t channels = score_map.size(0);
+  const auto probs = softmax ? score_map.softmax(0) : score_map;
+  const auto flat = channel.flatten();
+  // In float64: a float32 running sum over a million pixels drifts in the third digit.
+  const auto best = probs.gather(0, channel.unsqueeze(0)).flatten().to(torch::kDouble);
+  const auto sums = torch::zeros({channels}, best.options()).index_add_(0, flat, best);
+  const auto counts = torch::bincount(flat, {}, channels).to(best.scalar_type()).clamp_min(1);
+  const auto mean = (sums / counts).to(torch::kCPU, torch::kFloat).contiguous();
+  std::vector<float> scores(static_cast<size_t>(channels + offset), 0.0f);
+  std::copy(mean.data_ptr<float>(), mean.data_ptr<float>() + channels, scores.begin() + offset);
+  return scores;
+}
+
 ImageResults SegmentJob::run(std::vector<Prepared>& batch) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> saved;
@@ -312,9 +373,10 @@ ImageResults SegmentJob::run(std::vector<Prepared>& batch) {
     auto r = std::make_unique<SegmentResult>();
     const auto t1 = std::chrono::steady_clock::now();
     try {
-      auto label_t = score_maps[i].argmax(0);
-      if (!r_.background) label_t = label_t + 1;  // no background channel: classes start at 1
-      r->labels = bytes_of(label_t);
+      const auto channel = score_maps[i].argmax(0);
+      const int64_t offset = r_.background ? 0 : 1;  // no background channel: classes start at 1
+      r->labels = bytes_of(channel + offset);
+      r->scores = label_region_scores(score_maps[i], channel, !r_.nvlabs, offset);
       if (o_.save_logits) r->logits = saved[i].to(torch::kCPU, torch::kFloat).contiguous();
       if (o_.save_groups)
         for (const auto& g : groupvit::group_masks(*model_, batch[i].pixels.to(device_),
@@ -356,6 +418,7 @@ void SegmentJob::write(Prepared& p, ImageResult& result, RunLog& log) {
                      {"mode", o_.mode},
                      {"labels", r_.names},
                      {"pixel_share", share},
+                     {"regions", label_regions(r.labels, h, wd, r_.names, r.scores, r_.rles())},
                      {"outputs", outputs},
                      {"timings_ms",
                       {{"decode_preprocess", p.prep_ms}, {"model", r.model_ms}, {"write", r.host_ms + ms_since(t1)}}}});
@@ -372,9 +435,18 @@ json SegmentJob::write_files(const Prepared& p, const SegmentResult& r) const {
   const int64_t h = p.original.height, wd = p.original.width;
   const std::vector<std::array<uint8_t, 3>> label_colours(
       palette_.begin(), palette_.begin() + static_cast<std::ptrdiff_t>(r_.names.size()));
-  const auto png = groupvit::encode_paletted_png(r.labels, h, wd, label_colours);
-  write_file_atomic(paths.labels, png.data(), png.size());
-  json outputs = {{"labels", paths.labels}};
+  json outputs = json::object();
+  if (r_.png) {
+    const auto png = groupvit::encode_paletted_png(r.labels, h, wd, label_colours);
+    write_file_atomic(paths.labels, png.data(), png.size());
+    outputs["labels"] = paths.labels;
+  }
+  if (r_.cvat) {
+    const auto masks = cvat_masks(o_.output + "/cvat", p.item.key, r.labels, h, wd, label_colours);
+    claim_cvat_name(p.item.key);
+    write_files_atomic(masks);
+    outputs["cvat"] = masks.front().first;
+  }
   if (!o_.no_overlay) {
     const auto overlay = overlay_image(p.original, r.labels, r_.names, palette_, "." + o_.overlay_format);
     write_file_atomic(paths.overlay, overlay.data(), overlay.size());
@@ -397,6 +469,45 @@ json SegmentJob::write_files(const Prepared& p, const SegmentResult& r) const {
   return outputs;
 }
 
+void SegmentJob::claim_cvat_name(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(cvat_mu_);
+  const auto [it, inserted] = cvat_names_.emplace(cvat_name(key), key);
+  if (!inserted && it->second != key)
+    throw std::runtime_error("--format cvat: its mask name '" + it->first + "' is also that of " + it->second +
+                             " (CVAT pairs masks and images by the name less its extension)");
+}
+
+void warn_unusable(int64_t lines, const std::string& format, const std::string& results) {
+  if (lines > 0)
+    std::cerr << "groupvit: warning: " << lines << " line(s) of " << results << " have no " << format
+              << " data (segmented without --format " << format << "): left out; rerun without --resume\n";
+}
+
+void SegmentJob::finish(RunLog&) {
+  if (!out_) return;
+  const Palette colours(palette_.begin(), palette_.begin() + static_cast<std::ptrdiff_t>(r_.names.size()));
+  const ExportInputs in{out_->results_path, r_.names, model_name_, o_.image_url_prefix};
+  if (r_.coco) {
+    const auto path = out_->file("coco", "json");
+    warn_unusable(write_coco(in, path), "coco", in.results_path);
+    exports_["coco"] = path;
+  }
+  if (r_.labelstudio) {
+    const auto path = out_->file("labelstudio", "json");
+    write_file_atomic(out_->dir + "/labelstudio-config.xml", label_studio_config(r_.names, colours));
+    warn_unusable(write_label_studio(in, path), "labelstudio", in.results_path);
+    exports_["labelstudio"] = path;
+    exports_["labelstudio_config"] = out_->dir + "/labelstudio-config.xml";
+  }
+  if (r_.cvat) {
+    const std::string dir = out_->dir + "/cvat";
+    write_file_atomic(dir + "/labelmap.txt", cvat_labelmap(r_.names, colours));
+    const auto list = dir + "/ImageSets/Segmentation/default" + (out_->part.empty() ? "" : "." + out_->part) + ".txt";
+    warn_unusable(write_cvat_list(in, list), "cvat", in.results_path);
+    exports_["cvat"] = dir;
+  }
+}
+
 }  // namespace
 
 int run_segment(const Common& c, const SegmentOptions& o) {
@@ -404,10 +515,16 @@ int run_segment(const Common& c, const SegmentOptions& o) {
   auto settings = batch_settings(o, "groupvit segment");
   settings.verb = "segmented";
   // --resume: an image counts as done when its label map is there too.
-  settings.outputs_present = [&o](const std::string& key) { return file_exists(paths_for(o, key, 0).labels); };
+  // --resume: an image counts as done when its label map is there too (a per-image format's).
+  if (request.png)
+    settings.outputs_present = [&o](const std::string& key) { return file_exists(paths_for(o, key, 0).labels); };
+  else if (request.cvat)
+    settings.outputs_present = [&o](const std::string& key) {
+      return file_exists(o.output + "/cvat/SegmentationClass/" + cvat_name(key) + ".png");
+    };
   std::unique_ptr<SegmentJob> job;
-  const auto result = run_batch(settings, [&](const OutputDir*) -> BatchJob& {
-    job = std::make_unique<SegmentJob>(c, o, request);  // the model and the label embeddings, once
+  const auto result = run_batch(settings, [&](const OutputDir* out) -> BatchJob& {
+    job = std::make_unique<SegmentJob>(c, o, request, out);  // the model and the label embeddings, once
     return *job;
   });
   if (result.exit_code == kExitOutputUnusable) return result.exit_code;

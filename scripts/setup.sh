@@ -83,6 +83,18 @@ else
   say "Python environment up to date"
 fi
 
+# --- the annotation tools' readers (test/label_formats_test.py) -------------------------
+FORMATS_VENV="$ROOT/.venv-formats"
+FORMATS_REQ="$ROOT/scripts/requirements-formats.txt"
+want_formats="$(sha256sum < "$FORMATS_REQ" | cut -d' ' -f1)"
+if [[ ! -f "$FORMATS_VENV/.groupvit-requirements" || "$(cat "$FORMATS_VENV/.groupvit-requirements")" != "$want_formats" ]]; then
+  say "installing the annotation formats' readers into $FORMATS_VENV"
+  rm -rf "$FORMATS_VENV"
+  "$BASE_PYTHON" -m venv "$FORMATS_VENV"
+  "$FORMATS_VENV/bin/python" -m pip install -q -r "$FORMATS_REQ"
+  echo "$want_formats" > "$FORMATS_VENV/.groupvit-requirements"
+fi
+
 [[ "${GROUPVIT_SKIP_BUILD:-0}" == 1 ]] && exit 0
 
 # --- CUDA toolkit for configuring ---------------------------------------------------
