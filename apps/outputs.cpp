@@ -9,10 +9,14 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <iostream>
+#include <mutex>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <sstream>
 #include <stdexcept>
+
+#include "text_renderer.h"
 
 namespace groupvit_cli {
 
@@ -110,20 +114,36 @@ std::vector<uint8_t> overlay_image(const groupvit::RgbImage& image, const std::v
       }
     }
   }
-  // Legend: one swatch and name per label present, top left, scaled to the image.
+  // Legend: one swatch and name per label present, top left, scaled to the image. Names go through
+  // TextRenderer (any script, emoji); Hershey, ASCII-only, is left for a machine without any font.
+  const TextRenderer& text = TextRenderer::shared();
+  static std::once_flag font_warning, coverage_warning;
+  if (!text.fallback_reason().empty())
+    std::call_once(font_warning, [&] { std::cerr << "warning: " << text.fallback_reason() << "\n"; });
   const double font = std::max(0.35, std::min(1.0, w / 900.0));
   const int line_h = static_cast<int>(22 * font) + 6;
+  const int text_h = line_h - 2;  // ascent + descent of the name; Hershey's caps-only box was 22 * font
   int y = 4;
   for (size_t l = 1; l < names.size(); ++l) {
     if (count[l] == 0) continue;
     if (y + line_h > h) break;
     int baseline = 0;
-    const auto size = cv::getTextSize(names[l], cv::FONT_HERSHEY_SIMPLEX, font, 1, &baseline);
-    cv::rectangle(bgr, cv::Rect(2, y, line_h + size.width + 10, line_h), cv::Scalar(0, 0, 0), cv::FILLED);
+    const int text_w = text.has_fonts() ? text.measure(names[l], text_h).width
+                                        : cv::getTextSize(names[l], cv::FONT_HERSHEY_SIMPLEX, font, 1, &baseline).width;
+    cv::rectangle(bgr, cv::Rect(2, y, line_h + text_w + 10, line_h), cv::Scalar(0, 0, 0), cv::FILLED);
     cv::rectangle(bgr, cv::Rect(5, y + 3, line_h - 6, line_h - 6),
                   cv::Scalar(palette[l][2], palette[l][1], palette[l][0]), cv::FILLED);
-    cv::putText(bgr, names[l], cv::Point(line_h + 4, y + line_h - 6), cv::FONT_HERSHEY_SIMPLEX, font,
-                cv::Scalar(255, 255, 255), 1, cv::LINE_AA);
+    if (text.has_fonts()) {
+      text.draw(bgr, names[l], cv::Point(line_h + 4, y + 1), text_h, cv::Scalar(255, 255, 255));
+      if (!text.covers(names[l]))
+        std::call_once(coverage_warning, [&] {
+          std::cerr << "warning: no installed font has every character of label '" << names[l]
+                    << "' (boxes drawn); install the Debian packages " << TextRenderer::kFontPackages << "\n";
+        });
+    } else {
+      cv::putText(bgr, names[l], cv::Point(line_h + 4, y + line_h - 6), cv::FONT_HERSHEY_SIMPLEX, font,
+                  cv::Scalar(255, 255, 255), 1, cv::LINE_AA);
+    }
     y += line_h;
   }
   std::vector<uint8_t> bytes;

@@ -30,7 +30,11 @@ DEB_PACKAGES=(
   libcli11-dev catch2 clang-format libarchive-dev  # libarchive: WebDataset shards (apps/batch/webdataset.cpp)
   # image decoding: OpenCV's split packages (found by cmake/GroupViTOpenCV.cmake; libopencv-dev
   # would bring about 145 more packages) and libwebp for the WebP header check
-  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libwebp-dev)
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libwebp-dev
+  # the overlay legend's text (apps/text_renderer.cpp): shaping, font lookup and bidi through pkg-config,
+  # and the fonts it looks up: Latin/Greek/Cyrillic/Arabic/Hebrew, CJK, colour emoji
+  libfreetype-dev libharfbuzz-dev libfontconfig-dev libfribidi-dev
+  fonts-dejavu-core fonts-noto-cjk fonts-noto-color-emoji)
 # The libFuzzer targets (scripts/fuzz.sh) need clang and its fuzzer runtime; CI runs them.
 FUZZ_PACKAGES=(clang libclang-rt-dev)
 # The Slurm cluster of test/slurm_test.py (test/slurm_cluster.py starts munged, slurmctld and slurmd by hand).

@@ -370,6 +370,35 @@ def test_bad_images():
     print(f"200 images + {len(expected)} hard cases in {time.time() - t:.1f}s")
 
 
+def test_legend_unicode():
+    # The overlay legend draws any UTF-8 label (FreeType/HarfBuzz, apps/text_renderer.h): labels that
+    # differ only in non-ASCII characters give different legend pixels (ASCII-only Hershey drew both
+    # as "?"), and each differs from a label of U+FFFD, the replacement glyph.
+    d = fresh("legend")
+    img = d / "img.png"
+    Image.open(FIX / "images/chelsea.png").convert("RGB").resize((900, 300)).save(img)  # legend at full size
+    legends = {}
+    for name in ["café", "cafè", "猫", "犬", "قطة", "كلب", "🐱", "🐶", "\ufffd"]:
+        out = d / f"o{len(legends)}"
+        p = run("segment", "--model", FIX / "model", "--input", img, "--output", out, "--labels", name,
+                "--no-background", "--short-side", "48", "--crop-size", "48", "--stride", "48",
+                "--overlay-format", "png", "--quiet")
+        assert "warning" not in p.stderr, p.stderr  # every character found a font
+        over = np.asarray(Image.open(out / "img.png.overlay.png").convert("RGB")).astype(int)
+        legend = over[:40, :300]
+        # The legend box: the swatch and the white text over black, not the blended image.
+        assert (legend.max(axis=2) > 200).sum() > 20, name
+        legends[name] = legend
+    names = list(legends)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not np.array_equal(legends[a], legends[b]), f"legends of {a!r} and {b!r} are the same"
+    # Colour emoji are drawn in colour (not the grey of text).
+    for name in ["🐱", "🐶"]:
+        box = legends[name][4:32, 30:90]
+        assert (box.max(axis=2) - box.min(axis=2) > 60).sum() > 20, f"{name} has no colour pixels"
+
+
 def test_text_inputs():
     out = fresh("text_inputs")
     model = FIX / "model"
