@@ -9,11 +9,14 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "batch/source.h"
 #include "groupvit/runtime/allocator.h"
 #include "groupvit/text/prompt_templates.h"
+#include "model_source.h"
 
 namespace groupvit_cli {
 
@@ -31,14 +34,18 @@ bool is_directory(const std::string& path) {
 }  // namespace
 
 void add_common(CLI::App* cmd, Common& c, bool with_device) {
-  cmd->add_option("--model", c.model_dir,
-                  "model directory: converted by scripts/convert_hf.py, or a Hugging Face snapshot with "
-                  "model.safetensors")
+  cmd->add_option("-m,--model", c.model_dir,
+                  "model directory (converted by scripts/convert_hf.py, or a Hugging Face snapshot with "
+                  "model.safetensors), or a Hugging Face id such as nvidia/groupvit-gcc-yfcc already in the local "
+                  "hub cache (pytorch_model.bin is converted once, into $GROUPVIT_CACHE or ~/.cache/groupvit)")
       ->required();
+  cmd->add_option("--revision", c.revision,
+                  "with a Hugging Face id: a branch or tag of the cache's refs/, or a commit (or a unique prefix "
+                  "of 4+ digits); default main, else the newest snapshot");
   if (with_device) {
     cmd->add_option("--device", c.device, "cpu, cuda or cuda:N")->capture_default_str();
     cmd->add_option("--dtype", c.dtype, "fp32, fp16 or bf16")->capture_default_str();
-    cmd->add_option("--threads", c.threads, threads_help());
+    cmd->add_option("-t,--threads", c.threads, threads_help());
   }
   cmd->add_flag("--json", c.json_output, "print JSON for scripts instead of a table");
 }
@@ -70,11 +77,43 @@ torch::Dtype parse_dtype(const std::string& text) {
   throw UsageError("unknown dtype '" + text + "' (expected fp32, fp16 or bf16)");
 }
 
+void resolve_model_option(Common& c) {
+  if (c.model_dir.empty()) {
+    if (!c.revision.empty()) throw UsageError("--revision " + c.revision + " needs --model");
+    return;
+  }
+  const auto resolved = resolve_model(c.model_dir, c.revision);
+  c.model_dir = resolved.dir;
+  c.model_description = resolved.description;
+}
+
 void check_model_dir(const std::string& dir) {
   if (!is_directory(dir))
     throw UsageError("model directory '" + dir +
                      "' does not exist (convert a checkpoint with scripts/convert_hf.py, or pass a Hugging Face "
                      "snapshot directory)");
+}
+
+void warn_deprecated(const std::string& old_name, const std::string& new_name) {
+  static std::mutex mu;
+  static std::set<std::string> warned;
+  std::lock_guard<std::mutex> lock(mu);
+  if (warned.insert(old_name).second)
+    std::cerr << "groupvit: warning: " << old_name << " is now " << new_name
+              << "; the old name still works in this release and goes away in the next\n";
+}
+
+std::vector<std::string> split_labels(const std::string& list) {
+  std::vector<std::string> labels;
+  size_t start = 0;
+  while (start <= list.size()) {
+    auto end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    const auto label = trim(list.substr(start, end - start));
+    if (!label.empty()) labels.push_back(label);
+    start = end + 1;
+  }
+  return labels;
 }
 
 int max_threads() { return 4 * std::max(1, static_cast<int>(std::thread::hardware_concurrency())); }

@@ -22,14 +22,31 @@ constexpr int kExitOutputUnusable = 4;    // stopped: outputs cannot be written 
 // Stopped by SIGINT/SIGTERM after finishing the current batch: 128 + signal (130, 143).
 
 struct Common {
-  std::string model_dir;
+  std::string model_dir;          // --model as given until resolve_model_option makes it a directory
+  std::string revision;           // --revision: a hub id's branch, tag or commit; empty: not given
+  std::string model_description;  // where the model came from (resolve_model_option)
   std::string device = "cpu";
   std::string dtype = "fp32";
   int threads = 0;
   bool json_output = false;
 };
 
+// -m/--model, --revision, and with_device: --device, --dtype, -t/--threads; --json.
 void add_common(CLI::App* cmd, Common& c, bool with_device);
+
+// The flags' one vocabulary (README "Command line"): -m/--model, -t/--threads, -i/--input,
+// -o/--output, --labels (class names, comma-separated), --labels-file. An old name is kept for one
+// release as a hidden alias of the new one, with a warning (once per name) when used.
+void warn_deprecated(const std::string& old_name, const std::string& new_name);
+template <typename T>
+CLI::Option* add_deprecated_alias(CLI::App* cmd, const std::string& old_name, const std::string& new_name,
+                                  T& variable) {
+  return cmd->add_option(old_name, variable)->group("")->each([old_name, new_name](const std::string&) {
+    warn_deprecated(old_name, new_name);
+  });
+}
+// --labels "cat, dog,sofa": the names, trimmed, empty entries dropped.
+std::vector<std::string> split_labels(const std::string& list);
 // --threads: 0 (LibTorch's choice) or 1 to 4x the cores; UsageError otherwise.
 void check_threads(int threads);
 std::string threads_help();
@@ -37,6 +54,9 @@ std::string threads_help();
 torch::Device parse_device(const std::string& text);
 torch::Dtype parse_dtype(const std::string& text);
 
+// --model names a directory or a Hugging Face id in the local hub cache (model_source.h): made a
+// directory once, before any command checks or loads it. No --model (eval --predictions): nothing.
+void resolve_model_option(Common& c);
 // Checks the directory first so that a typo gives "does not exist", not a missing config.json.
 void check_model_dir(const std::string& dir);
 // What every command that runs a model does before loading it: check_model_dir, --device and
@@ -69,6 +89,16 @@ void add_similarity_options(CLI::App* cmd, SimilarityOptions& o);
 int run_similarity(const Common& c, const SimilarityOptions& o);
 // --text values; "@FILE" stands for the file's lines (one text a line, empty lines skipped).
 std::vector<std::string> read_texts(const std::vector<std::string>& given);
+
+struct ClassifyOptions : BatchOptions {
+  ClassifyOptions() { batch_size = 16; }
+  std::string labels, labels_file;
+  std::string hypothesis_template = "This is a photo of {}.";  // the pipeline's default
+  std::string templates;                                       // set: prompt ensembling instead
+  int64_t top_k = 0;
+};
+void add_classify_options(CLI::App* cmd, ClassifyOptions& o);
+int run_classify(const Common& c, const ClassifyOptions& o);
 
 struct EmbedOptions : BatchOptions {
   EmbedOptions() { batch_size = 16; }
@@ -130,12 +160,13 @@ int run_train(const Common& c, const TrainCliOptions& o);
 
 struct EvalOptions {
   SegmentOptions seg;                 // templates and the NVlabs head's options
-  std::string images;                 // directory of images
-  std::string labels_dir;             // directory of label PNGs (same file stems)
-  std::string classes;                // class list, line k = label k; "background" first means a threshold
+  std::string images;                 // -i/--input: directory of images
+  std::string ground_truth;           // directory of label PNGs (same file stems)
+  std::string labels;                 // class names, comma-separated: entry k = label k
+  std::string labels_file;            // class list, line k = label k; "background" first means a threshold
   std::string predictions;            // evaluate these label PNGs instead of running the model
   std::string list;                   // optional: the file stems to evaluate (VOC ImageSets style)
-  std::string report;                 // optional: write the JSON report here
+  std::string report;                 // optional (-o/--output): write the JSON report here
   std::string report_md;              // optional: the report as a Markdown table
   std::string dataset;                // a preset (apps/datasets.h) in place of images/labels/list/classes
   std::string root;                   // the preset's dataset root

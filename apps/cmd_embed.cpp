@@ -233,9 +233,10 @@ void print_embed_summary(const Common& c, const BatchOutcome& result, bool one_f
 }  // namespace
 
 void add_embed_options(CLI::App* cmd, EmbedOptions& o) {
-  add_input_option(cmd, o, "--image,--input");
+  add_input_option(cmd, o);
+  add_deprecated_alias(cmd, "--image", "-i/--input", o.inputs);
   cmd->add_option("--text", o.texts, "texts; @FILE: the file's lines, one text a line");
-  cmd->add_option("--output", o.output,
+  cmd->add_option("-o,--output", o.output,
                   "FILE.json, FILE.npy (with both images and texts: FILE.image.npy and FILE.text.npy), or a "
                   "directory: embeddings-NNNNN.npy + index-NNNNN.jsonl every --chunk-size images, texts.npy + "
                   "texts.jsonl, results.jsonl, errors.jsonl (resumable, shardable)")
@@ -254,7 +255,7 @@ int run_embed(const Common& c, const EmbedOptions& given) {
   const bool is_dir = ::stat(o.output.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
   if (!one_file && !ext.empty() && !is_dir)  // x.txt is more likely a typo than a directory name
     throw UsageError("--output must be FILE.json, FILE.npy or a directory (got '" + o.output + "')");
-  if (o.inputs.empty() && texts.empty()) throw UsageError("give at least one --image or --text");
+  if (o.inputs.empty() && texts.empty()) throw UsageError("give at least one image (-i/--input) or --text");
   if (o.chunk_size < 1) throw UsageError("--chunk-size must be at least 1");
   if (one_file && (o.resume || !o.shard.empty() || o.shard_count))
     throw UsageError("--resume and shards need --output DIR (a directory, not " + o.output + ")");

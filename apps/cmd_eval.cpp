@@ -59,24 +59,30 @@ struct EvalClasses {
   bool background = false;           // line 0 is "background", scored by the threshold, not prompted
 };
 
-// --dataset NAME --root DIR stands for --images, --labels, --list, --classes and the label suffix
-// (and the background threshold unless --bg-thresh is given); with neither, --labels and --classes.
+// --dataset NAME --root DIR stands for --input, --ground-truth, --list, --labels-file and the label
+// suffix (and the background threshold unless --bg-thresh is given); with neither, --ground-truth and
+// --labels or --labels-file.
 EvalOptions resolve_dataset(const EvalOptions& given, const DatasetPreset** preset) {
   EvalOptions o = given;
   *preset = nullptr;
   if (o.dataset.empty()) {
     if (!o.root.empty()) throw UsageError("--root goes with --dataset");
-    if (o.labels_dir.empty() || o.classes.empty())
-      throw UsageError("give --labels and --classes, or --dataset voc|context|coco-object with --root");
+    if (o.ground_truth.empty() || (o.labels.empty() && o.labels_file.empty()))
+      throw UsageError(
+          "give --ground-truth DIR and the classes (--labels or --labels-file), or --dataset voc|context|coco-object "
+          "with --root");
+    if (!o.labels.empty() && !o.labels_file.empty()) throw UsageError("give --labels or --labels-file, not both");
     return o;
   }
   const auto& p = dataset_preset(o.dataset);
   if (o.root.empty()) throw UsageError("--dataset " + p.name + " needs --root (the dataset's directory)");
-  if (!o.images.empty() || !o.labels_dir.empty() || !o.list.empty() || !o.classes.empty())
-    throw UsageError("--dataset sets --images, --labels, --list and --classes; give them without --dataset");
+  if (!o.images.empty() || !o.ground_truth.empty() || !o.list.empty() || !o.labels.empty() || !o.labels_file.empty())
+    throw UsageError(
+        "--dataset sets --input, --ground-truth, --list and the classes; give them without --dataset (or "
+        "--labels/--labels-file without it)");
   if (!fs::is_directory(o.root)) throw UsageError("--root " + o.root + " is not a directory");
   o.images = (fs::path(o.root) / p.images).string();
-  o.labels_dir = (fs::path(o.root) / p.labels).string();
+  o.ground_truth = (fs::path(o.root) / p.labels).string();
   o.list = p.list.empty() ? "" : (fs::path(o.root) / p.list).string();
   o.label_suffix = p.label_suffix;
   if (!(o.bg_thresh_option && o.bg_thresh_option->count() > 0)) o.seg.bg_thresh = p.bg_thresh;
@@ -86,15 +92,17 @@ EvalOptions resolve_dataset(const EvalOptions& given, const DatasetPreset** pres
 
 EvalClasses read_classes(const EvalOptions& o, const DatasetPreset* preset) {
   EvalClasses classes;
-  classes.names = preset ? preset->classes : read_lines(o.classes, "class list");
+  const std::string source = preset ? preset->classes_file : o.labels_file.empty() ? "--labels" : o.labels_file;
+  classes.names = preset                  ? preset->classes
+                  : o.labels_file.empty() ? split_labels(o.labels)
+                                          : read_lines(o.labels_file, "class list");
+  if (classes.names.empty()) throw UsageError("the class list " + source + " is empty");
   classes.background = classes.names[0] == "background" && !o.seg.no_background;
   if (classes.names.size() > 255) throw UsageError("at most 255 classes (label 255 means ignore)");
   // A repeated name would split one class's pixels between two labels and lower its IoU unseen.
-  reject_duplicates(classes.names, preset ? preset->classes_file : o.classes);
+  reject_duplicates(classes.names, source);
   classes.prompts.assign(classes.names.begin() + (classes.background ? 1 : 0), classes.names.end());
-  if (classes.prompts.empty())
-    throw UsageError("the class list " + (preset ? preset->classes_file : o.classes) +
-                     " names no class besides background");
+  if (classes.prompts.empty()) throw UsageError("the class list " + source + " names no class besides background");
   return classes;
 }
 
@@ -104,9 +112,9 @@ std::vector<std::string> eval_stems(const EvalOptions& o) {
   if (!o.list.empty()) {
     stems = read_lines(o.list, "list");
   } else {
-    if (!fs::is_directory(o.labels_dir)) throw UsageError("label directory " + o.labels_dir + " does not exist");
+    if (!fs::is_directory(o.ground_truth)) throw UsageError("label directory " + o.ground_truth + " does not exist");
     const auto& suffix = o.label_suffix;
-    for (const auto& entry : fs::directory_iterator(o.labels_dir)) {
+    for (const auto& entry : fs::directory_iterator(o.ground_truth)) {
       const auto name = entry.path().filename().string();
       if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
         stems.push_back(name.substr(0, name.size() - suffix.size()));
@@ -115,7 +123,7 @@ std::vector<std::string> eval_stems(const EvalOptions& o) {
   }
   if (o.max_images > 0 && static_cast<int64_t>(stems.size()) > o.max_images)
     stems.resize(static_cast<size_t>(o.max_images));
-  if (stems.empty()) throw UsageError("no label maps to evaluate in " + o.labels_dir);
+  if (stems.empty()) throw UsageError("no label maps to evaluate in " + o.ground_truth);
   return stems;
 }
 
@@ -128,7 +136,7 @@ struct Item {
 std::vector<Item> eval_items(const EvalOptions& o, bool run_model) {
   std::vector<Item> items;
   for (const auto& stem : eval_stems(o)) {
-    Item item{stem, (fs::path(o.labels_dir) / (stem + o.label_suffix)).string(), ""};
+    Item item{stem, (fs::path(o.ground_truth) / (stem + o.label_suffix)).string(), ""};
     if (!file_exists(item.label)) throw UsageError("no label map " + item.label);
     if (run_model) {
       item.source = find_with_stem(o.images, stem, kImageSuffixes);
@@ -304,7 +312,7 @@ json eval_report(const Common& c, const EvalOptions& o, const EvalClasses& class
 // The dataset a preset resolved to, for the report.
 json dataset_record(const EvalOptions& o, const DatasetPreset& p) {
   return {{"name", p.name},     {"title", p.title},          {"root", o.root},
-          {"images", o.images}, {"labels", o.labels_dir},    {"label_suffix", p.label_suffix},
+          {"images", o.images}, {"labels", o.ground_truth},  {"label_suffix", p.label_suffix},
           {"list", o.list},     {"classes", p.classes_file}, {"bg_thresh", p.bg_thresh}};
 }
 
@@ -352,16 +360,20 @@ void print_report(const json& report, bool background, int64_t done) {
 }  // namespace
 
 void add_eval_options(CLI::App* cmd, EvalOptions& o) {
-  cmd->add_option("--images", o.images, "directory of the images (file stem = the label map's stem)");
-  cmd->add_option("--labels", o.labels_dir,
-                  "directory of ground-truth label PNGs (8-bit grey or paletted; 255 = "
-                  "ignore)");
-  cmd->add_option("--classes", o.classes,
+  cmd->add_option("-i,--input", o.images, "directory of the images (file stem = the label map's stem)");
+  add_deprecated_alias(cmd, "--images", "-i/--input", o.images);
+  cmd->add_option("--ground-truth", o.ground_truth,
+                  "directory of ground-truth label PNGs (8-bit grey or paletted; 255 = ignore)");
+  cmd->add_option("--labels", o.labels,
+                  "class names, comma-separated: entry k names label k (a first \"background\" is scored by the "
+                  "threshold, not prompted)");
+  cmd->add_option("--labels-file", o.labels_file,
                   "class names, one a line: line k names label k; a first line \"background\" is scored by the "
                   "threshold, not prompted (VOC)");
+  add_deprecated_alias(cmd, "--classes", "--labels-file", o.labels_file);
   cmd->add_option("--dataset", o.dataset,
-                  "a benchmark of the paper, laid out as distributed under --root; sets --images, --labels, "
-                  "--list, --classes and --bg-thresh (an explicit --bg-thresh wins):" +
+                  "a benchmark of the paper, laid out as distributed under --root; sets --input, --ground-truth, "
+                  "--list, --labels-file and --bg-thresh (an explicit --bg-thresh wins):" +
                       dataset_presets_help())
       ->check(CLI::IsMember({"voc", "context", "coco-object"}));
   cmd->add_option("--root", o.root, "the --dataset's directory (e.g. VOCdevkit/VOC2012, VOCdevkit/VOC2010, coco)");
@@ -370,7 +382,8 @@ void add_eval_options(CLI::App* cmd, EvalOptions& o) {
                   "score these label maps instead of running the model (STEM.png, or segment's "
                   "FILE.labels.png)");
   cmd->add_option("--list", o.list, "file of the stems to evaluate, one a line (default: every label PNG)");
-  cmd->add_option("--report", o.report, "also write the JSON report to this file");
+  cmd->add_option("-o,--output", o.report, "also write the JSON report to this file");
+  add_deprecated_alias(cmd, "--report", "-o/--output", o.report);
   cmd->add_option("--report-md", o.report_md,
                   "also write the report as a Markdown table (per-class IoU in %, mIoU), to set beside the paper's");
   cmd->add_option("--limit,--max-images", o.max_images, "evaluate at most this many, for a quick look (0: all)")
@@ -381,14 +394,25 @@ void add_eval_options(CLI::App* cmd, EvalOptions& o) {
   cmd->add_flag("--quiet", o.seg.quiet, "no progress output");
 }
 
+// eval's --labels named the ground-truth directory before the flags' vocabulary gave --labels the
+// class names: a directory given there is still taken as the ground truth, with a warning.
+EvalOptions with_old_labels_option(EvalOptions o) {
+  if (!o.labels.empty() && o.ground_truth.empty() && fs::is_directory(o.labels)) {
+    warn_deprecated("eval --labels DIR", "--ground-truth DIR (--labels now takes class names)");
+    o.ground_truth = o.labels;
+    o.labels.clear();
+  }
+  return o;
+}
+
 int run_eval(const Common& c, const EvalOptions& given) {
   const DatasetPreset* preset = nullptr;
-  const auto o = resolve_dataset(given, &preset);
+  const auto o = resolve_dataset(with_old_labels_option(given), &preset);
   const auto classes = read_classes(o, preset);
   if (o.seg.batch_size < 1) throw UsageError("--batch-size must be at least 1");
   const bool run_model = o.predictions.empty();
   if (run_model && (o.images.empty() || c.model_dir.empty()))
-    throw UsageError("give --model and --images (or --predictions to score saved label maps)");
+    throw UsageError("give --model and -i/--input (or --predictions to score saved label maps)");
   const auto items = eval_items(o, run_model);
   if (run_model) nvlabs_head(o.seg);  // its options checked before any work
 

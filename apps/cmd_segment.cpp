@@ -43,14 +43,7 @@ std::vector<std::string> read_labels(const SegmentOptions& o) {
     while (std::getline(in, line))
       if (!trim(line).empty() && trim(line)[0] != '#') labels.push_back(trim(line));
   } else {
-    size_t start = 0;
-    while (start <= o.labels.size()) {
-      auto end = o.labels.find(',', start);
-      if (end == std::string::npos) end = o.labels.size();
-      if (!trim(o.labels.substr(start, end - start)).empty())
-        labels.push_back(trim(o.labels.substr(start, end - start)));
-      start = end + 1;
-    }
+    labels = split_labels(o.labels);
   }
   // A first "background" is label 0 of the nvlabs head (the threshold), not a prompt: the class lists
   // in datasets/ (and eval --classes files) then give the dataset's label ids.
@@ -138,7 +131,7 @@ void add_segment_options(CLI::App* cmd, SegmentOptions& o) {
                   "a file with one class name per line (a first line \"background\" is the nvlabs background label 0, "
                   "not a prompt: see datasets/)");
   add_input_option(cmd, o)->required();
-  cmd->add_option("--output", o.output, "output directory")->required();
+  cmd->add_option("-o,--output", o.output, "output directory")->required();
   add_nvlabs_options(cmd, o);
   cmd->add_flag(
       "--cuda-graphs", o.cuda_graphs,

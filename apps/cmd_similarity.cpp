@@ -95,7 +95,8 @@ void SimilarityJob::print(bool as_json) const {
 }  // namespace
 
 void add_similarity_options(CLI::App* cmd, SimilarityOptions& o) {
-  add_input_option(cmd, o, "--image,--input")->required();
+  add_input_option(cmd, o);
+  add_deprecated_alias(cmd, "--image", "-i/--input", o.inputs);
   cmd->add_option("--text", o.texts, "a text, e.g. \"a photo of a cat\" (repeat or list several; @FILE: its lines)")
       ->required();
   cmd->add_option("--batch-size", o.batch_size, "images per model call")->capture_default_str();
@@ -106,6 +107,7 @@ void add_similarity_options(CLI::App* cmd, SimilarityOptions& o) {
 int run_similarity(const Common& c, const SimilarityOptions& o) {
   const auto texts = read_texts(o.texts);
   if (texts.empty()) throw UsageError("give at least one --text");
+  if (o.inputs.empty()) throw UsageError("give at least one image with -i/--input");
   check_model_dir(c.model_dir);
   auto settings = batch_settings(o, "groupvit similarity", /*sharded=*/false);
   settings.ordered = true;  // rows in the order the images were given

@@ -476,7 +476,7 @@ void add_train_options(CLI::App* cmd, TrainCliOptions& o) {
                   "\"phrases\": [texts]} lines (image paths relative to the file), or WebDataset shards "
                   "(e.g. 'gcc-train-{000000..000331}.tar': KEY.jpg + KEY.txt caption [+ KEY.json {\"phrases\"}])")
       ->required();
-  cmd->add_option("--output", o.output,
+  cmd->add_option("-o,--output", o.output,
                   "model directory to write (weights, config, tokenizer, preprocessor, "
                   "checkpoint.pt, train_log.jsonl)")
       ->required();

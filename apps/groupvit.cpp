@@ -54,6 +54,7 @@ int run_info(const Common& c) {
     for (int i = 0; i < static_cast<int>(torch::cuda::device_count()); ++i)
       devices.push_back("cuda:" + std::to_string(i));
   json j = {{"model_dir", c.model_dir},
+            {"model_source", c.model_description},
             {"weights", weights},
             {"stored_dtype", stored_dtype},
             {"parameters", params},
@@ -78,8 +79,9 @@ int run_info(const Common& c) {
     std::cout << j.dump(2) << "\n";
     return 0;
   }
-  std::cout << "model      " << c.model_dir << "\n"
-            << "weights    " << weights << " (" << stored_dtype << ")\n"
+  std::cout << "model      " << c.model_dir << "\n";
+  if (c.model_description != c.model_dir) std::cout << "source     " << c.model_description << "\n";
+  std::cout << "weights    " << weights << " (" << stored_dtype << ")\n"
             << "parameters " << params << "\n"
             << "text       " << tc.num_hidden_layers << " layers, width " << tc.hidden_size << ", "
             << tc.num_attention_heads << " heads, vocabulary " << tc.vocab_size << ", context "
@@ -142,6 +144,14 @@ int main(int argc, char** argv) {
   add_common(similarity, sim_opts, true);
   add_similarity_options(similarity, sim);
 
+  Common classify_opts;
+  ClassifyOptions classify_cli;
+  auto* classify = app.add_subcommand("classify",
+                                      "zero-shot classification: each image's candidate labels sorted by score, as "
+                                      "Hugging Face's zero-shot-image-classification pipeline");
+  add_common(classify, classify_opts, true);
+  add_classify_options(classify, classify_cli);
+
   Common embed_opts, seg_opts;
   EmbedOptions embed_cli;
   auto* embed = app.add_subcommand("embed",
@@ -163,7 +173,7 @@ int main(int argc, char** argv) {
                                    "train GroupViT from captioned images (image-caption and multi-label "
                                    "contrastive losses), from scratch or fine-tuning; writes a model directory");
   train->add_option("--device", train_opts.device, "cpu, cuda or cuda:N")->capture_default_str();
-  train->add_option("--threads", train_opts.threads, threads_help());
+  train->add_option("-t,--threads", train_opts.threads, threads_help());
   train->add_flag("--json", train_opts.json_output, "print a JSON summary at the end");
   add_train_options(train, train_cli);
 
@@ -173,15 +183,23 @@ int main(int argc, char** argv) {
                                   "zero-shot segmentation mIoU on a labelled dataset (VOC layout: images, "
                                   "label PNGs, class list) with the paper's protocol");
   add_common(eval, eval_opts, true);
-  eval->get_option("--model")->required(false)->description("model directory (not needed with --predictions)");
+  eval->get_option("--model")->required(false)->description(
+      "model directory or Hugging Face id, as the other commands take it (not needed with --predictions)");
   add_eval_options(eval, eval_cli);
 
   CLI11_PARSE(app, argc, argv);
   try {
+    // --model may be a hub id: resolved into a directory once, before any command looks at it.
+    const std::pair<CLI::App*, Common*> with_model[] = {
+        {info, &info_opts},   {tokenize, &tok_opts}, {similarity, &sim_opts}, {classify, &classify_opts},
+        {embed, &embed_opts}, {segment, &seg_opts},  {eval, &eval_opts}};
+    for (const auto& [cmd, opts] : with_model)
+      if (*cmd) resolve_model_option(*opts);
     if (*info) return run_info(info_opts);
     if (*tokenize) return run_tokenize(tok_opts, tok_texts);
     // --threads is checked before any work: an absurd count would hang LibTorch's pool set-up.
     if (*similarity) return check_threads(sim_opts.threads), run_similarity(sim_opts, sim);
+    if (*classify) return check_threads(classify_opts.threads), run_classify(classify_opts, classify_cli);
     if (*embed) return check_threads(embed_opts.threads), run_embed(embed_opts, embed_cli);
     if (*segment) return check_threads(seg_opts.threads), run_segment(seg_opts, seg);
     if (*train) return check_threads(train_opts.threads), run_train(train_opts, train_cli);

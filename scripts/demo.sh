@@ -65,8 +65,8 @@ else
 fi
 echo
 echo "== groupvit similarity   [model: $WHICH]"
-"$BIN" similarity --model "$MODEL" --image "${IMAGES[@]}" --text "${TEXTS[@]}"
-"$BIN" similarity --model "$MODEL" --image "${IMAGES[0]}" --text "${TEXTS[@]}" --json > "$OUT/similarity.json"
+"$BIN" similarity --model "$MODEL" --input "${IMAGES[@]}" --text "${TEXTS[@]}"
+"$BIN" similarity --model "$MODEL" --input "${IMAGES[0]}" --text "${TEXTS[@]}" --json > "$OUT/similarity.json"
 echo
 echo "== groupvit segment   [model: $WHICH]"
 rm -rf "$OUT/photos" && mkdir -p "$OUT/photos"
@@ -78,8 +78,8 @@ head -n 1 "$OUT/segment/results.jsonl"
 if ((!hub_ok)); then
   echo
   echo "== groupvit eval: zero-shot colour segmentation of 100 held-out scenes   [model: $WHICH]"
-  "$BIN" eval --model "$MODEL" --images "$OUT/scenes/val/images" --labels "$OUT/scenes/val/labels_colour" \
-    --classes "$OUT/scenes/val/classes_colour.txt" "${SEG_OPTS[@]}" --quiet
+  "$BIN" eval --model "$MODEL" --input "$OUT/scenes/val/images" --ground-truth "$OUT/scenes/val/labels_colour" \
+    --labels-file "$OUT/scenes/val/classes_colour.txt" "${SEG_OPTS[@]}" --quiet
 fi
 echo
 echo "== files written to $OUT"

@@ -60,12 +60,12 @@ cp "$WORK/templates.txt" "$OUT/templates.txt"
 rm -f "$OUT/checkpoint.pt"  # optimizer state: 3x the weights, not needed to use the model
 
 # --- zero-shot evaluation on the 500 held-out scenes
-EVAL=(--model "$OUT" --images "$WORK/val/images" --templates "$OUT/templates.txt" --whole --short-side 36
+EVAL=(--model "$OUT" --input "$WORK/val/images" --templates "$OUT/templates.txt" --whole --short-side 36
   --top-k 3 --bg-thresh 0.95 --quiet --threads "$THREADS")
-"$BIN" eval "${EVAL[@]}" --labels "$WORK/val/labels_colour" --classes "$WORK/val/classes_colour.txt" \
-  --report "$OUT/eval_colour.json"
-"$BIN" eval "${EVAL[@]}" --labels "$WORK/val/labels_shape" --classes "$WORK/val/classes_shape.txt" \
-  --report "$OUT/eval_shape.json"
+"$BIN" eval "${EVAL[@]}" --ground-truth "$WORK/val/labels_colour" --labels-file "$WORK/val/classes_colour.txt" \
+  --output "$OUT/eval_colour.json"
+"$BIN" eval "${EVAL[@]}" --ground-truth "$WORK/val/labels_shape" --labels-file "$WORK/val/classes_shape.txt" \
+  --output "$OUT/eval_shape.json"
 
 "$PY" - "$OUT" "$seconds" "$THREADS" "${TRAIN[*]}" "${EVAL[*]}" <<'PYEOF'
 import json, os, platform, sys

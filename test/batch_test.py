@@ -65,7 +65,7 @@ def test_symlink_loops():
     (img / "abs").symlink_to(img.resolve())  # a link to its own absolute path
     (img / "rel").symlink_to(".")  # and a relative one beside it
     t = time.time()
-    p = run("embed", "--model", base.FIX / "model", "--image", img, "--output", d / "e.json", "--json")
+    p = run("embed", "--model", base.FIX / "model", "--input", img, "--output", d / "e.json", "--json")
     assert time.time() - t < 60, "the walk took too long"
     emb = json.loads((d / "e.json").read_text())
     assert emb["images"] == [str(img / "000000.png")], emb["images"]
@@ -182,7 +182,7 @@ def test_embed_batch():
     texts = d / "texts.txt"
     texts.write_text("a photo of a cat\n\na photo of a dog\n")
     ref = d / "ref.json"
-    run("embed", "--model", base.FIX / "model", "--image", src, "--text", f"@{texts}", "--output", ref, "--normalize",
+    run("embed", "--model", base.FIX / "model", "--input", src, "--text", f"@{texts}", "--output", ref, "--normalize",
         "--batch-size", "4")  # the batches of the run below: bit for bit the same rows
     refj = json.loads(ref.read_text())
     ref_rows = {Path(p).name: np.array(r, dtype=np.float32) for p, r in zip(refj["images"], refj["image_embeds"])}
@@ -214,9 +214,9 @@ def test_embed_batch():
     rows = npy_rows(sh)  # other batches: float rounding may differ
     assert set(rows) == set(ref_rows) and all(np.allclose(rows[k], ref_rows[k], atol=1e-6) for k in rows)
     # A single-file output keeps the good images and says which failed.
-    p = run("embed", "--model", base.FIX / "model", "--image", src, bad, "--output", d / "one.npy", expect=3)
+    p = run("embed", "--model", base.FIX / "model", "--input", src, bad, "--output", d / "one.npy", expect=3)
     assert "broken.png" in p.stderr and np.load(d / "one.npy").shape[0] == 10
-    run("embed", "--model", base.FIX / "model", "--image", src, "--output", d / "x.json", "--resume", expect=1)
+    run("embed", "--model", base.FIX / "model", "--input", src, "--output", d / "x.json", "--resume", expect=1)
 
 
 def test_similarity_batch():
@@ -227,9 +227,9 @@ def test_similarity_batch():
     bad.write_bytes(b"\xff\xd8\xffnot a jpeg")
     texts = ["a photo of a cat", "a photo of a dog"]
     files = sorted(src.glob("*.png"))
-    one = json.loads(run("similarity", "--model", base.FIX / "model", "--image", *files, "--text", *texts,
+    one = json.loads(run("similarity", "--model", base.FIX / "model", "--input", *files, "--text", *texts,
                          "--json").stdout)
-    p = run("similarity", "--model", base.FIX / "model", "--image", src, bad, "--text", *texts, "--json",
+    p = run("similarity", "--model", base.FIX / "model", "--input", src, bad, "--text", *texts, "--json",
             "--batch-size", "2", expect=3)
     got = json.loads(p.stdout)
     assert got["images"] == [str(f) for f in files], got["images"]
@@ -237,7 +237,7 @@ def test_similarity_batch():
     assert "zz-broken.jpg" in p.stderr, p.stderr
     listing = d / "list.txt"
     listing.write_text("".join(f"{f}\n" for f in files))
-    got = json.loads(run("similarity", "--model", base.FIX / "model", "--image", f"@{listing}", "--text", *texts,
+    got = json.loads(run("similarity", "--model", base.FIX / "model", "--input", f"@{listing}", "--text", *texts,
                          "--json").stdout)
     assert got["probs"] == one["probs"]
 
@@ -271,9 +271,9 @@ def test_partitions():
     assert not (d / "listed").exists() or not list((d / "listed").glob("results*")), "work was done"
     # Commands without per-shard outputs take every input inside an array task too.
     files = sorted(src.glob("*.png"))
-    p = run("similarity", "--model", base.FIX / "model", "--image", src, "--text", "a cat", "--json", env=stepped)
+    p = run("similarity", "--model", base.FIX / "model", "--input", src, "--text", "a cat", "--json", env=stepped)
     assert json.loads(p.stdout)["images"] == [str(f) for f in files]
-    run("embed", "--model", base.FIX / "model", "--image", src, "--output", d / "one.json", env=listed)
+    run("embed", "--model", base.FIX / "model", "--input", src, "--output", d / "one.json", env=listed)
     assert len(json.loads((d / "one.json").read_text())["images"]) == len(files)
 
 

@@ -75,7 +75,7 @@ def test_schema():
     assert info["text"]["vocab_size"] == 49408 and "devices" in info
     p = run("tokenize", "--model", FIX / "model", "--text", "a photo of a cat", "--json")
     assert json.loads(p.stdout)["input_ids"] == [[49406, 320, 1125, 539, 320, 2368, 49407]]
-    p = run("similarity", "--model", FIX / "model", "--image", FIX / "images/chelsea.png", FIX / "images/astronaut.jpg",
+    p = run("similarity", "--model", FIX / "model", "--input", FIX / "images/chelsea.png", FIX / "images/astronaut.jpg",
             "--text", "a photo of a cat", "a photo of a dog", "--json")
     sim = json.loads(p.stdout)
     assert set(sim) == {"images", "texts", "logits_per_image", "probs"}
@@ -107,7 +107,7 @@ def test_embed():
     ref = torch.load(FIX / "refs/embed.pt")
     texts = json.loads((FIX / "manifest.json").read_text())["embed_texts"]
     images = [FIX / "images" / n for n in ref["images"]]
-    run("embed", "--model", FIX / "model", "--image", *images, "--text", *texts, "--output", out / "e.json")
+    run("embed", "--model", FIX / "model", "--input", *images, "--text", *texts, "--output", out / "e.json")
     j = json.loads((out / "e.json").read_text())
     assert set(j) == {"images", "texts", "image_embeds", "text_embeds", "normalized"}
     errs = {}
@@ -116,12 +116,12 @@ def test_embed():
         assert got.shape == want.shape, (got.shape, want.shape)
         errs[key] = float(np.abs(got - want).max() / np.abs(want).max())
         assert errs[key] < 1e-4, errs
-    run("embed", "--model", FIX / "model", "--image", *images, "--output", out / "i.npy", "--normalize")
+    run("embed", "--model", FIX / "model", "--input", *images, "--output", out / "i.npy", "--normalize")
     got = np.load(out / "i.npy")
     want = ref["image_embeds"].numpy()
     want = want / np.linalg.norm(want, axis=1, keepdims=True)
     assert np.abs(got - want).max() < 1e-5
-    run("embed", "--model", FIX / "model", "--image", images[0], "--text", "x", "--output", out / "b.npy")
+    run("embed", "--model", FIX / "model", "--input", images[0], "--text", "x", "--output", out / "b.npy")
     assert np.load(out / "b.image.npy").shape[0] == 1 and np.load(out / "b.text.npy").shape[0] == 1
     print("embed max relative error", errs)
 
@@ -399,6 +399,117 @@ def test_legend_unicode():
         assert (box.max(axis=2) - box.min(axis=2) > 60).sum() > 20, f"{name} has no colour pixels"
 
 
+def test_flag_aliases():
+    # One vocabulary (README "Command line"): short flags give the long ones' results; the old names
+    # still work, each with a warning naming the new one.
+    d = fresh("aliases")
+    img = FIX / "images/chelsea.png"
+    new = run("similarity", "-m", FIX / "model", "-t", "1", "-i", img, "--text", "a cat", "a dog", "--json")
+    old = run("similarity", "--model", FIX / "model", "--threads", "1", "--image", img, "--text", "a cat", "a dog",
+              "--json")
+    assert json.loads(new.stdout) == json.loads(old.stdout) and "warning" not in new.stderr, new.stderr
+    assert "--image is now -i/--input" in old.stderr and old.stderr.count("warning") == 1, old.stderr
+    seg = ["--labels", "cat,dog", "--no-background", "--short-side", "48", "--crop-size", "48", "--stride", "48",
+           "--quiet", "--no-overlay"]
+    run("segment", "-m", FIX / "model", "-i", FIX / "images", "-o", d / "short", *seg)
+    run("segment", "--model", FIX / "model", "--input", FIX / "images", "--output", d / "long", *seg)
+    for f in sorted((d / "long").glob("*.labels.png")):
+        assert f.read_bytes() == (d / "short" / f.name).read_bytes(), f.name
+    # eval: --labels DIR (the ground truth, before --labels meant class names), --classes, --report.
+    gt = d / "gt"
+    gt.mkdir()
+    for f in (d / "long").glob("*.labels.png"):
+        shutil.copy(f, gt / f.name.replace(".png.labels.png", ".png").replace(".jpg.labels.png", ".png"))
+    (d / "classes.txt").write_text("background\ncat\ndog\n")
+    new = run("eval", "--ground-truth", gt, "--labels-file", d / "classes.txt", "--predictions", d / "long",
+              "-o", d / "new.json", "--json")
+    old = run("eval", "--labels", gt, "--classes", d / "classes.txt", "--predictions", d / "long",
+              "--report", d / "old.json", "--json")
+    for name in ["eval --labels DIR is now --ground-truth DIR", "--classes is now --labels-file",
+                 "--report is now -o/--output"]:
+        assert name in old.stderr, (name, old.stderr)
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert strip(json.loads(new.stdout)) == strip(json.loads(old.stdout))
+    assert json.loads(new.stdout)["mean_iou"] == 1.0
+    assert strip(json.loads((d / "new.json").read_text())) == strip(json.loads((d / "old.json").read_text()))
+    # Class names inline, as segment takes them.
+    inline = run("eval", "--ground-truth", gt, "--labels", "background,cat,dog", "--predictions", d / "long", "--json")
+    assert strip(json.loads(inline.stdout)) == strip(json.loads(new.stdout))
+    # Hidden from --help, the new names shown.
+    help_text = run("segment", "--help").stdout + run("embed", "--help").stdout + run("eval", "--help").stdout
+    assert "-m,--model" in help_text and "-i,--input" in help_text and "-o,--output" in help_text, help_text
+    assert "--image " not in help_text and "--classes" not in help_text and "--report " not in help_text
+
+
+def features(out):
+    """get_*_features: a tensor, or in transformers 5 an output whose pooler_output is the features."""
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+def test_classify():
+    # groupvit classify against transformers' zero-shot-image-classification pipeline on the same
+    # checkpoint (its Hugging Face layout, as downloaded): same labels in the same order, scores
+    # within float32 rounding; then the template ensemble, --top-k, --output with resume.
+    from transformers import CLIPImageProcessorPil, CLIPTokenizer, GroupViTModel, pipeline
+
+    d = fresh("classify")
+    images = sorted((FIX / "images").iterdir())
+    labels = ["cat", "astronaut", "cup of coffee", "grass", "rocket", "猫"]
+    # The Pillow processor: the reference of our preprocessing (transformers 5's default is torchvision's).
+    proc = CLIPImageProcessorPil.from_pretrained(FIX / "hf")
+    clf = pipeline("zero-shot-image-classification", model=str(FIX / "hf"), image_processor=proc, device="cpu")
+    for template in [None, "a blurry photo of {}, maybe"]:
+        extra = [] if template is None else ["--hypothesis-template", template]
+        got = json.loads(run("classify", "-m", FIX / "model", "-i", *images, "--labels", ",".join(labels),
+                             "--json", *extra).stdout)
+        assert [g["input"] for g in got] == [str(p) for p in images]
+        kw = {} if template is None else {"hypothesis_template": template}
+        worst = 0.0
+        for g, path in zip(got, images):
+            want = clf(str(path), candidate_labels=labels, **kw)
+            assert [w["label"] for w in want] == [e["label"] for e in g["labels"]], (path, want, g)
+            worst = max(worst, max(abs(w["score"] - e["score"]) for w, e in zip(want, g["labels"])))
+        assert worst < 2e-6, worst
+        print("classify vs pipeline, max score difference", worst, template)
+    # Prompt ensembling as segment's --templates (NVlabs' build_text_embedding): the mean of each
+    # label's projected text features over the templates, L2-normalised; against transformers'
+    # get_text_features / get_image_features.
+    templates = d / "templates.txt"
+    templates.write_text("a photo of a {}.\na drawing of a {}.\n{} in the wild\n")
+    got = json.loads(run("classify", "-m", FIX / "model", "-i", images[0], "--labels", ",".join(labels),
+                         "--templates", templates, "--json").stdout)
+    model = GroupViTModel.from_pretrained(FIX / "hf").eval()
+    tok = CLIPTokenizer.from_pretrained(FIX / "hf")
+    with torch.no_grad():
+        per_label = []
+        for label in labels:
+            t = tok([x.format(label) for x in templates.read_text().split("\n") if x], padding=True,
+                    return_tensors="pt")
+            f = features(model.get_text_features(**t)).mean(0)
+            per_label.append(torch.nn.functional.normalize(f, dim=0))
+        text = torch.stack(per_label)
+        img = features(model.get_image_features(**proc(images=Image.open(images[0]).convert("RGB"),
+                                                       return_tensors="pt")))
+        img = torch.nn.functional.normalize(img, dim=-1)
+        probs = (model.logit_scale.exp() * img @ text.T).softmax(-1)[0]
+    want = sorted(zip(probs.tolist(), labels), key=lambda x: -x[0])
+    assert [w[1] for w in want] == [e["label"] for e in got[0]["labels"]], (want, got)
+    assert max(abs(w[0] - e["score"]) for w, e in zip(want, got[0]["labels"])) < 1e-5
+    # --top-k, --output DIR (results.jsonl, resumable), and the errors.
+    top = json.loads(run("classify", "-m", FIX / "model", "-i", images[0], "--labels", "cat,dog,cup", "--top-k", "2",
+                         "--json").stdout)
+    assert len(top[0]["labels"]) == 2
+    run("classify", "-m", FIX / "model", "-i", *images[:2], "--labels", "cat,dog", "-o", d / "out", "--quiet")
+    run("classify", "-m", FIX / "model", "-i", *images, "--labels", "cat,dog", "-o", d / "out", "--resume", "--quiet")
+    recs = results(d / "out/results.jsonl")
+    assert sorted(r["key"] for r in recs) == sorted(p.name for p in images), recs
+    for bad, why in [(["--labels", "cat,cat"], "twice"), (["--labels", " , "], "is empty"), ([], "candidate labels"),
+                     (["--labels", "a", "--top-k", "-1"], "--top-k"),
+                     (["--labels", "a", "--templates", "simple", "--hypothesis-template", "x {}"], "not both")]:
+        p = run("classify", "-m", FIX / "model", "-i", images[0], *bad, expect=1)
+        assert why in p.stderr, (bad, p.stderr)
+
+
 def test_text_inputs():
     out = fresh("text_inputs")
     model = FIX / "model"
@@ -550,7 +661,7 @@ def test_trust():
     print("the two shards of one run write into one directory side by side")
 
     out = fresh("trust_embed")
-    run("embed", "--model", FIX / "model", "--image", img, "--text", "x", "--output", out / "p.npy")
+    run("embed", "--model", FIX / "model", "--input", img, "--text", "x", "--output", out / "p.npy")
     old = {n: (out / n).read_bytes() for n in ("p.image.npy", "p.text.npy")}
     texts = [f"text {i}" for i in range(8)]
     run("embed", "--model", FIX / "model", "--text", *texts, "--output", out / "eight.npy")
@@ -561,7 +672,7 @@ def test_trust():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    p = subprocess.run([BIN, "embed", "--model", FIX / "model", "--image", img, "--text", *texts,
+    p = subprocess.run([BIN, "embed", "--model", FIX / "model", "--input", img, "--text", *texts,
                         "--output", out / "p.npy"], capture_output=True, text=True, timeout=300, preexec_fn=limited)
     assert p.returncode == 1 and "File too large" in p.stderr, (p.returncode, p.stderr)
     assert {n: (out / n).read_bytes() for n in old} == old, "a failed embed replaced part of the pair"
@@ -617,7 +728,7 @@ def test_datasets():
         ref = mmseg_scores(pairs, len(classes))
         iou = np.array([np.nan if v is None else v for v in ref["iou"]])
         miou, acc = ref["mean_iou"], ref["pixel_accuracy"]
-        r = run("eval", "--dataset", name, "--root", root, "--predictions", pred_dir, "--json", "--report",
+        r = run("eval", "--dataset", name, "--root", root, "--predictions", pred_dir, "--json", "--output",
                 root / "report.json", "--report-md", root / "report.md")
         got = json.loads(r.stdout)
         assert got["images"] == len(stems), (name, got["images"])  # the split, not every label map
@@ -652,8 +763,8 @@ def test_datasets():
                          FIX / "model", "--json", "--quiet", "--limit", "1", "--bg-thresh", "0.5", *opts).stdout)
     assert ctx["settings"]["bg_thresh"] == 0.5 and ctx["images"] == 1, ctx
     for bad, why in [(["--dataset", "voc"], "needs --root"),
-                     (["--dataset", "voc", "--root", root, "--labels", root], "--dataset sets"),
-                     (["--root", root, "--labels", root, "--classes", ROOT / "datasets/voc.txt"], "--root goes with"),
+                     (["--dataset", "voc", "--root", root, "--ground-truth", root], "--dataset sets"),
+                     (["--root", root, "--ground-truth", root, "--labels-file", ROOT / "datasets/voc.txt"], "--root goes with"),
                      (["--dataset", "voc", "--root", root / "missing"], "is not a directory")]:
         r = run("eval", "--predictions", root / "pred", *bad, expect=1)
         assert why in r.stderr, (bad, r.stderr)

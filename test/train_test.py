@@ -95,7 +95,7 @@ def case_mini(binary, work):
     info = json.loads(run([binary, "info", "--model", out, "--json"]).stdout)
     check(info["vision"]["image_size"] == [32, 32], "groupvit info reads the trained model")
     seg = work / "mini-seg"
-    run([binary, "segment", "--model", out, "--input", data / "val/images", "--output", seg, "--labels",
+    run([binary, "segment", "--model", out, "--input", data / "val/images", "--output", seg, "--ground-truth",
          "red,green,blue", "--templates", data / "val/classes_colour.txt", "--whole", "--short-side", 32, "--quiet"])
     check(len(list(seg.glob("*.labels.png"))) == 12, "groupvit segment runs the trained model on 12 images")
 
@@ -244,7 +244,7 @@ def case_eval(binary, work):
         write_labels(root / "pred" / f"im{i}.png", pred, paletted=i % 2 == 0)
         pairs.append((truth, pred))
     ref = reference_scores(pairs, len(classes))
-    r = run([binary, "eval", "--labels", root / "labels", "--classes", root / "classes.txt",
+    r = run([binary, "eval", "--ground-truth", root / "labels", "--labels-file", root / "classes.txt",
              "--predictions", root / "pred", "--json"])
     got = json.loads(r.stdout)
     ious = [c["iou"] for c in got["classes"]]
@@ -255,7 +255,7 @@ def case_eval(binary, work):
     check(abs(got["foreground_accuracy"] - ref["fg"]) < 1e-12, "foreground accuracy")
 
     # Perfect predictions score 1; the model path equals segment + --predictions.
-    r = run([binary, "eval", "--labels", root / "labels", "--classes", root / "classes.txt",
+    r = run([binary, "eval", "--ground-truth", root / "labels", "--labels-file", root / "classes.txt",
              "--predictions", root / "labels", "--json"])
     check(json.loads(r.stdout)["mean_iou"] == 1.0, "the ground truth scored against itself: mIoU 1")
 
@@ -267,10 +267,10 @@ def case_eval(binary, work):
     names = ",".join((data / "val/classes_colour.txt").read_text().split()[1:])
     run([binary, "segment", "--model", model, "--input", data / "val/images", "--output", seg, "--labels", names,
          *opts, "--quiet", "--no-overlay"])
-    direct = json.loads(run([binary, "eval", "--model", model, "--images", data / "val/images", "--labels",
-                             data / "val/labels_colour", "--classes", data / "val/classes_colour.txt", *opts,
+    direct = json.loads(run([binary, "eval", "--model", model, "--input", data / "val/images", "--ground-truth",
+                             data / "val/labels_colour", "--labels-file", data / "val/classes_colour.txt", *opts,
                              "--json", "--quiet"]).stdout)
-    saved = json.loads(run([binary, "eval", "--labels", data / "val/labels_colour", "--classes",
+    saved = json.loads(run([binary, "eval", "--ground-truth", data / "val/labels_colour", "--labels-file",
                             data / "val/classes_colour.txt", "--predictions", seg, "--json", "--quiet"]).stdout)
     check(direct["images"] == 12 and direct["mean_iou"] == saved["mean_iou"]
           and direct["pixel_accuracy"] == saved["pixel_accuracy"],
@@ -296,10 +296,10 @@ def case_errors(binary, work):
     check(r.returncode != 0 and "batch size" in r.stderr, "batch size 1 is refused")
     r = run([binary, *train_args(data, bad / "out2"), "--resume"], check=False)
     check(r.returncode != 0 and "no " in r.stderr and "checkpoint.pt" in r.stderr, "--resume without a checkpoint")
-    r = run([binary, "eval", "--labels", bad, "--classes", bad / "none.txt", "--predictions", bad], check=False)
+    r = run([binary, "eval", "--ground-truth", bad, "--labels-file", bad / "none.txt", "--predictions", bad], check=False)
     check(r.returncode != 0 and "none.txt" in r.stderr, "eval: a missing class list is named")
     (bad / "dup.txt").write_text("background\nred\ngreen\nred\n")
-    r = run([binary, "eval", "--labels", bad, "--classes", bad / "dup.txt", "--predictions", bad], check=False)
+    r = run([binary, "eval", "--ground-truth", bad, "--labels-file", bad / "dup.txt", "--predictions", bad], check=False)
     check(r.returncode == 1 and '"red" is given twice (entries 2 and 4)' in r.stderr,
           "eval: a class named twice is refused (it would lower mIoU unseen): " + r.stderr.strip())
     args = train_args(data, bad / "big", steps=1)

@@ -5,8 +5,8 @@
 
 namespace groupvit_cli {
 
-CLI::Option* add_input_option(CLI::App* cmd, BatchOptions& o, const std::string& names) {
-  return cmd->add_option(names, o.inputs,
+CLI::Option* add_input_option(CLI::App* cmd, BatchOptions& o) {
+  return cmd->add_option("-i,--input", o.inputs,
                          "image files, directories (searched recursively by extension), @list.txt files (one path "
                          "a line; @- or - reads the list from standard input) and WebDataset shards (.tar, "
                          ".tar.gz; brace patterns like 'shards-{000..099}.tar')");

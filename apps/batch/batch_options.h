@@ -27,7 +27,7 @@ struct BatchOptions {
 };
 
 // --input (the help says what the inputs are for).
-CLI::Option* add_input_option(CLI::App* cmd, BatchOptions& o, const std::string& names = "--input");
+CLI::Option* add_input_option(CLI::App* cmd, BatchOptions& o);  // -i/--input
 // --batch-size, --workers, --writers, --resume, --shard, --shard-count, --progress-interval, --quiet
 // and --extensions.
 void add_batch_run_options(CLI::App* cmd, BatchOptions& o);
