@@ -164,6 +164,7 @@ groupvit::ImagePreprocessConfig preprocessor_for(const std::string& model_dir) {
 
 void add_progress_options(CLI::App* cmd, double& interval_s, bool& quiet) {
   cmd->add_option("--progress-interval", interval_s, "seconds between progress lines when not on a terminal")
+      ->check(CLI::Range(0.1, 86400.0))
       ->capture_default_str();
   cmd->add_flag("--quiet", quiet, "no progress output");
 }

@@ -131,6 +131,8 @@ struct SegmentOptions : BatchOptions {
   bool no_overlay = false;
   std::vector<std::string> formats{"png"};                 // png, coco, labelstudio, cvat
   std::string image_url_prefix = "/data/local-files/?d=";  // labelstudio: a task's image URL is this + the key
+  std::vector<const CLI::Option*> nvlabs_only;             // the paper protocol's options (warned about with --mode hf)
+  const CLI::Option* bg_thresh_option = nullptr;
 };
 void add_segment_options(CLI::App* cmd, SegmentOptions& o);
 int run_segment(const Common& c, const SegmentOptions& o);

@@ -138,7 +138,9 @@ void add_classify_options(CLI::App* cmd, ClassifyOptions& o) {
   cmd->add_option("--templates", o.templates,
                   "instead, average each label's embedding over templates: simple, subset (7), full (80) or a file "
                   "with one template a line");
-  cmd->add_option("--top-k", o.top_k, "report the k best labels of each image (0: all)")->capture_default_str();
+  cmd->add_option("--top-k", o.top_k, "report the k best labels of each image (0: all)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000}))
+      ->capture_default_str();
   cmd->add_option("-o,--output", o.output,
                   "directory for results.jsonl (one line per image, with --resume and --shard); without it the "
                   "results are printed");
@@ -147,7 +149,7 @@ void add_classify_options(CLI::App* cmd, ClassifyOptions& o) {
 
 int run_classify(const Common& c, const ClassifyOptions& o) {
   const auto labels = read_candidates(o);
-  if (o.top_k < 0) throw UsageError("--top-k must be 0 (all) or more");
+  if (o.resume && o.output.empty()) throw UsageError("--resume needs -o/--output DIR (its results.jsonl)");
   if (!o.templates.empty() && o.hypothesis_template != ClassifyOptions().hypothesis_template)
     throw UsageError("give --hypothesis-template or --templates, not both");
   if (o.templates.empty() && o.hypothesis_template.find("{}") == std::string::npos)

@@ -242,7 +242,9 @@ void add_embed_options(CLI::App* cmd, EmbedOptions& o) {
                   "texts.jsonl, results.jsonl, errors.jsonl (resumable, shardable)")
       ->required();
   cmd->add_flag("--normalize", o.normalize, "L2-normalise the features");
-  cmd->add_option("--chunk-size", o.chunk_size, "--output DIR: images per embeddings file")->capture_default_str();
+  cmd->add_option("--chunk-size", o.chunk_size, "--output DIR: images per embeddings file")
+      ->check(CLI::Range(int64_t{1}, int64_t{10000000}))
+      ->capture_default_str();
   add_batch_run_options(cmd, o);
 }
 

@@ -387,10 +387,13 @@ void add_eval_options(CLI::App* cmd, EvalOptions& o) {
   cmd->add_option("--report-md", o.report_md,
                   "also write the report as a Markdown table (per-class IoU in %, mIoU), to set beside the paper's");
   cmd->add_option("--limit,--max-images", o.max_images, "evaluate at most this many, for a quick look (0: all)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000000}))
       ->capture_default_str();
   add_nvlabs_options(cmd, o.seg);
   o.bg_thresh_option = cmd->get_option("--bg-thresh");
-  cmd->add_option("--batch-size", o.seg.batch_size, "images per model call")->capture_default_str();
+  cmd->add_option("--batch-size", o.seg.batch_size, "images per model call")
+      ->check(CLI::Range(1, kMaxBatchSize))
+      ->capture_default_str();
   cmd->add_flag("--quiet", o.seg.quiet, "no progress output");
 }
 

@@ -75,25 +75,42 @@ struct Paths {
 }  // namespace
 
 void add_nvlabs_options(CLI::App* cmd, SegmentOptions& o) {
-  cmd->add_option("--templates", o.templates,
-                  "prompt templates: simple, subset (7), full (80) or a file with one "
-                  "template a line ({} = class name)")
-      ->capture_default_str();
-  cmd->add_option("--bg-thresh", o.bg_thresh, "nvlabs: background below this score (VOC/COCO 0.95, Context 0.35)")
-      ->capture_default_str();
-  cmd->add_flag("--no-background", o.no_background, "nvlabs: every pixel gets a class (no background label)");
-  cmd->add_flag("--whole", o.whole, "nvlabs: one pass over the whole resized image instead of sliding windows");
-  cmd->add_option("--short-side", o.short_side, "nvlabs: resize so the short side is this")->capture_default_str();
-  cmd->add_option("--resize", o.resize,
-                  "nvlabs: how to resize: mmcv (OpenCV bilinear at mmcv's imrescale size, as the paper's pipeline, "
-                  "bit for bit) or pillow (Pillow bicubic)")
-      ->check(CLI::IsMember({"mmcv", "pillow"}))
-      ->capture_default_str();
-  cmd->add_option("--long-side", o.long_side, "nvlabs: ... unless the long side would exceed this")
-      ->capture_default_str();
-  cmd->add_option("--crop-size", o.crop_size, "nvlabs: sliding window side")->capture_default_str();
-  cmd->add_option("--stride", o.stride, "nvlabs: sliding window stride")->capture_default_str();
-  cmd->add_option("--top-k", o.top_k, "nvlabs: classes kept by the image-level gate")->capture_default_str();
+  o.nvlabs_only.clear();
+  o.nvlabs_only.push_back(cmd->add_option("--templates", o.templates,
+                                          "prompt templates: simple, subset (7), full (80) or a file with one "
+                                          "template a line ({} = class name)")
+                              ->capture_default_str());
+  o.bg_thresh_option =
+      cmd->add_option("--bg-thresh", o.bg_thresh, "nvlabs: background below this score (VOC/COCO 0.95, Context 0.35)")
+          ->check(CLI::Range(0.0, 1.0))
+          ->capture_default_str();
+  o.nvlabs_only.push_back(o.bg_thresh_option);
+  o.nvlabs_only.push_back(
+      cmd->add_flag("--no-background", o.no_background, "nvlabs: every pixel gets a class (no background label)"));
+  o.nvlabs_only.push_back(
+      cmd->add_flag("--whole", o.whole, "nvlabs: one pass over the whole resized image instead of sliding windows"));
+  o.nvlabs_only.push_back(cmd->add_option("--short-side", o.short_side, "nvlabs: resize so the short side is this")
+                              ->check(CLI::Range(int64_t{1}, int64_t{8192}))
+                              ->capture_default_str());
+  o.nvlabs_only.push_back(
+      cmd->add_option("--resize", o.resize,
+                      "nvlabs: how to resize: mmcv (OpenCV bilinear at mmcv's imrescale size, as the paper's pipeline, "
+                      "bit for bit) or pillow (Pillow bicubic)")
+          ->check(CLI::IsMember({"mmcv", "pillow"}))
+          ->capture_default_str());
+  o.nvlabs_only.push_back(
+      cmd->add_option("--long-side", o.long_side, "nvlabs: ... unless the long side would exceed this")
+          ->check(CLI::Range(int64_t{1}, int64_t{16384}))
+          ->capture_default_str());
+  o.nvlabs_only.push_back(cmd->add_option("--crop-size", o.crop_size, "nvlabs: sliding window side")
+                              ->check(CLI::Range(int64_t{1}, int64_t{4096}))
+                              ->capture_default_str());
+  o.nvlabs_only.push_back(cmd->add_option("--stride", o.stride, "nvlabs: sliding window stride")
+                              ->check(CLI::Range(int64_t{1}, int64_t{4096}))
+                              ->capture_default_str());
+  o.nvlabs_only.push_back(cmd->add_option("--top-k", o.top_k, "nvlabs: classes kept by the image-level gate")
+                              ->check(CLI::Range(int64_t{1}, int64_t{254}))
+                              ->capture_default_str());
 }
 
 groupvit::NvlabsSegmentationOptions nvlabs_head(const SegmentOptions& o) {
@@ -177,6 +194,19 @@ bool has(const std::vector<std::string>& list, const std::string& item) {
   return std::find(list.begin(), list.end(), item) != list.end();
 }
 
+// Settings that cannot mean what the user expects: the paper protocol's options with --mode hf, a
+// background threshold with --no-background.
+void warn_ineffective_options(const SegmentOptions& o) {
+  std::string given;
+  for (const auto* opt : o.nvlabs_only)
+    if (opt->count() > 0) given += (given.empty() ? "" : ", ") + opt->get_name();
+  if (o.mode == "hf" && !given.empty())
+    std::cerr << "groupvit: warning: " << given
+              << " apply to --mode nvlabs only; --mode hf ignores them (no templates, threshold or windows)\n";
+  if (o.mode == "nvlabs" && o.no_background && o.bg_thresh_option && o.bg_thresh_option->count() > 0)
+    std::cerr << "groupvit: warning: --bg-thresh has no effect with --no-background (every pixel gets a class)\n";
+}
+
 SegmentRequest check_request(const Common& c, const SegmentOptions& o) {
   SegmentRequest r;
   r.labels = read_labels(o);
@@ -186,6 +216,7 @@ SegmentRequest check_request(const Common& c, const SegmentOptions& o) {
   if (o.cuda_graphs && o.mode != "hf")
     throw UsageError("--cuda-graphs needs --mode hf (nvlabs batches hold a varying number of windows)");
   if (!parse_device(c.device).is_cuda() && o.cuda_graphs) throw UsageError("--cuda-graphs needs --device cuda");
+  warn_ineffective_options(o);
   parse_dtype(c.dtype);
   r.nvlabs = o.mode == "nvlabs";
   r.background = r.nvlabs && !o.no_background;

@@ -485,20 +485,33 @@ void add_train_options(CLI::App* cmd, TrainCliOptions& o) {
   config->excludes(init);
   cmd->add_option("--tokenizer", o.tokenizer,
                   "with --config: directory with the tokenizer files (vocab.json + merges.txt or tokenizer.json)");
-  cmd->add_option("--steps", o.train.steps, "optimisation steps")->capture_default_str();
-  cmd->add_option("--batch-size", o.train.batch_size, "images per step")->capture_default_str();
-  cmd->add_option("--lr", o.train.lr, "peak learning rate (AdamW)")->capture_default_str();
-  cmd->add_option("--min-lr", o.train.min_lr, "learning rate at the end of the cosine decay")->capture_default_str();
-  cmd->add_option("--warmup-steps", o.train.warmup_steps, "linear warm-up steps")->capture_default_str();
+  cmd->add_option("--steps", o.train.steps, "optimisation steps")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000000}))
+      ->capture_default_str();
+  cmd->add_option("--batch-size", o.train.batch_size, "images per step")
+      ->check(CLI::Range(int64_t{2}, int64_t{65536}))
+      ->capture_default_str();
+  cmd->add_option("--lr", o.train.lr, "peak learning rate (AdamW)")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--min-lr", o.train.min_lr, "learning rate at the end of the cosine decay")
+      ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
+  cmd->add_option("--warmup-steps", o.train.warmup_steps, "linear warm-up steps")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000000}))
+      ->capture_default_str();
   cmd->add_option("--weight-decay", o.train.weight_decay,
                   "AdamW weight decay (not on biases, norms, embeddings, "
                   "group tokens)")
+      ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
-  cmd->add_option("--grad-clip", o.train.grad_clip, "max gradient norm (0: no clipping)")->capture_default_str();
+  cmd->add_option("--grad-clip", o.train.grad_clip, "max gradient norm (0: no clipping)")
+      ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
   cmd->add_option("--phrases", o.train.phrases_per_image,
                   "phrases per image for the multi-label loss (0: caption loss only)")
+      ->check(CLI::Range(int64_t{0}, int64_t{64}))
       ->capture_default_str();
   cmd->add_option("--multi-label-weight", o.train.multi_label_weight, "weight of the multi-label loss")
+      ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
   cmd->add_option("--phrase-template", o.phrase_template, "how a phrase becomes a text ({} = the phrase)")
       ->capture_default_str();
@@ -506,16 +519,20 @@ void add_train_options(CLI::App* cmd, TrainCliOptions& o) {
   cmd->add_option("--seed", o.train.seed, "seed of the initial weights, data order, phrase choice and Gumbel noise")
       ->capture_default_str();
   cmd->add_option("--save-every", o.save_every, "write checkpoint and model every N steps (0: only at the end)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000000}))
       ->capture_default_str();
   cmd->add_option("--stop-after", o.stop_after,
                   "stop (with a checkpoint) after this step, e.g. to fit a job's time limit; --resume continues")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000000}))
       ->capture_default_str();
   cmd->add_flag("--resume", o.resume, "continue from OUTPUT/checkpoint.pt with the same options");
   cmd->add_option("--save-dtype", o.save_dtype, "dtype of the written weights: fp32, fp16 or bf16")
       ->check(CLI::IsMember({"fp32", "fp16", "bf16"}))
       ->capture_default_str();
-  cmd->add_option("--workers", o.workers, "data loading threads")->capture_default_str();
-  cmd->add_option("--log-every", o.log_every, "steps between train_log.jsonl lines")->capture_default_str();
+  cmd->add_option("--workers", o.workers, "data loading threads")->check(CLI::Range(1, 256))->capture_default_str();
+  cmd->add_option("--log-every", o.log_every, "steps between train_log.jsonl lines")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000000}))
+      ->capture_default_str();
   add_progress_options(cmd, o.progress_interval, o.quiet);
 }
 
@@ -526,6 +543,12 @@ int run_train(const Common& c, const TrainCliOptions& o) {
   const TrainModel m(o, device);
   const bool shards = is_webdataset_shard(o.data) || o.data.find('{') != std::string::npos;
   const auto samples = shards ? read_webdataset(o.data) : read_captions(o.data);
+  if (o.train.warmup_steps > o.train.steps)
+    std::cerr << "groupvit: warning: --warmup-steps " << o.train.warmup_steps << " is more than --steps "
+              << o.train.steps << ": the learning rate never reaches --lr\n";
+  if (o.stop_after > o.train.steps)
+    std::cerr << "groupvit: warning: --stop-after " << o.stop_after << " is after the last step (" << o.train.steps
+              << "): it has no effect\n";
   if (o.train.batch_size > static_cast<int64_t>(samples.size()))
     std::cerr << "groupvit: warning: --batch-size " << o.train.batch_size << " is larger than the " << samples.size()
               << " training samples: each batch repeats samples, and the contrastive loss sees the same pair as "

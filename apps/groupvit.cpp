@@ -128,6 +128,10 @@ int main(int argc, char** argv) {
       "segmentation that emerges from text supervision"};
   app.set_version_flag("--version", std::string("groupvit ") + GROUPVIT_VERSION);
   app.require_subcommand(1);
+  // A bad option is reported like every other usage error: one "groupvit: error:" line.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("groupvit: error: ") + e.what() + " (see --help)\n";
+  });
 
   Common info_opts, tok_opts, sim_opts;
   auto* info = app.add_subcommand("info", "show a model directory's configuration, size and the devices available");
@@ -187,7 +191,13 @@ int main(int argc, char** argv) {
       "model directory or Hugging Face id, as the other commands take it (not needed with --predictions)");
   add_eval_options(eval, eval_cli);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; every bad option is the documented usage error, exit 1 (CLI11's
+    // own codes, 105 for a value out of range and so on, are not part of the interface).
+    return app.exit(e) == 0 ? 0 : kExitError;
+  }
   try {
     // --model may be a hub id: resolved into a directory once, before any command looks at it.
     const std::pair<CLI::App*, Common*> with_model[] = {

@@ -504,10 +504,48 @@ def test_classify():
     recs = results(d / "out/results.jsonl")
     assert sorted(r["key"] for r in recs) == sorted(p.name for p in images), recs
     for bad, why in [(["--labels", "cat,cat"], "twice"), (["--labels", " , "], "is empty"), ([], "candidate labels"),
-                     (["--labels", "a", "--top-k", "-1"], "--top-k"),
+                     (["--labels", "a", "--top-k", "-1"], "--top-k"), (["--labels", "a", "--resume"], "--resume needs"),
                      (["--labels", "a", "--templates", "simple", "--hypothesis-template", "x {}"], "not both")]:
         p = run("classify", "-m", FIX / "model", "-i", images[0], *bad, expect=1)
         assert why in p.stderr, (bad, p.stderr)
+
+
+def test_numeric_ranges():
+    # Every numeric option has a documented range: outside it, exit 1 with one "groupvit: error:"
+    # line naming the option and the range, before any work; settings that cannot mean what the user
+    # expects are warned about.
+    d = fresh("ranges")
+    img = FIX / "images/chelsea.png"
+    seg = ["segment", "-m", FIX / "model", "-i", img, "-o", d / "out", "--labels", "cat"]
+    cases = [
+        (seg + ["--bg-thresh", "1.5"], "--bg-thresh"), (seg + ["--bg-thresh", "-0.1"], "--bg-thresh"),
+        (seg + ["--batch-size", "0"], "--batch-size"), (seg + ["--batch-size", "100000"], "--batch-size"),
+        (seg + ["--workers", "-1"], "--workers"), (seg + ["--writers", "1000"], "--writers"),
+        (seg + ["--top-k", "0"], "--top-k"), (seg + ["--short-side", "0"], "--short-side"),
+        (seg + ["--crop-size", "-5"], "--crop-size"), (seg + ["--stride", "0"], "--stride"),
+        (seg + ["--progress-interval", "0"], "--progress-interval"), (seg + ["--shard-count", "0"], "--shard-count"),
+        (seg + ["--threads", "-1"], "--threads"),
+        (["embed", "-m", FIX / "model", "-i", img, "-o", d / "e", "--chunk-size", "0"], "--chunk-size"),
+        (["classify", "-m", FIX / "model", "-i", img, "--labels", "a", "--top-k", "-2"], "--top-k"),
+        (["eval", "--ground-truth", d, "--labels", "a", "--predictions", d, "--limit", "-1"], "--limit"),
+        (["train", "--data", d, "-o", d / "t", "--steps", "0"], "--steps"),
+        (["train", "--data", d, "-o", d / "t", "--batch-size", "1"], "--batch-size"),
+        (["train", "--data", d, "-o", d / "t", "--lr", "-1"], "--lr"),
+        (["train", "--data", d, "-o", d / "t", "--workers", "0"], "--workers"),
+        (["train", "--data", d, "-o", d / "t", "--phrases", "-1"], "--phrases"),
+    ]
+    for args, name in cases:
+        p = run(*args, expect=1)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("groupvit: error: ") and name in lines[0], (args, p.stderr)
+        assert not (d / "out/results.jsonl").exists(), args
+    p = run(*seg, "--mode", "hf", "--templates", "full", "--top-k", "2", "--quiet")
+    assert "--templates, --top-k apply to --mode nvlabs only" in p.stderr, p.stderr
+    small = ["--short-side", "48", "--crop-size", "48", "--stride", "48", "--quiet"]
+    p = run(*seg, "--no-background", "--bg-thresh", "0.5", *small)
+    assert "--bg-thresh has no effect with --no-background" in p.stderr, p.stderr
+    p = run(*seg, *small)
+    assert "warning" not in p.stderr, p.stderr
 
 
 def test_text_inputs():

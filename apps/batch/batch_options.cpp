@@ -13,17 +13,22 @@ CLI::Option* add_input_option(CLI::App* cmd, BatchOptions& o) {
 }
 
 void add_batch_run_options(CLI::App* cmd, BatchOptions& o) {
-  cmd->add_option("--batch-size", o.batch_size, "images per model call")->capture_default_str();
-  cmd->add_option("--workers", o.workers, "decode/preprocess threads (default: min(4, cores - 1))");
+  cmd->add_option("--batch-size", o.batch_size, "images per model call")
+      ->check(CLI::Range(1, kMaxBatchSize))
+      ->capture_default_str();
+  cmd->add_option("--workers", o.workers, "decode/preprocess threads (0 or not given: min(4, cores - 1))")
+      ->check(CLI::Range(0, 256));
   cmd->add_option("--writers", o.writers,
                   "threads that encode and write a batch's outputs while the model runs the next batch; 0: the "
                   "model's thread writes between batches (default: as many as --workers on CUDA, 0 on the CPU, "
-                  "whose cores the model's own threads already use)");
+                  "whose cores the model's own threads already use)")
+      ->check(CLI::Range(0, 256));
   cmd->add_flag("--resume", o.resume, "skip images already recorded in results.jsonl with their outputs present");
   cmd->add_option("--shard", o.shard,
                   "I/N: process the I-th of N deterministic parts of the inputs (default: from a Slurm array "
                   "range's SLURM_ARRAY_TASK_ID/_MIN/_STEP/_COUNT, or JOB_COMPLETION_INDEX with --shard-count)");
-  cmd->add_option("--shard-count", o.shard_count, "number of shards of a Kubernetes indexed Job");
+  cmd->add_option("--shard-count", o.shard_count, "number of shards of a Kubernetes indexed Job")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
   add_progress_options(cmd, o.progress_interval, o.quiet);
   cmd->add_option("--extensions", o.extensions,
                   "image extensions searched in directories and shards (default: "

@@ -28,6 +28,8 @@ struct BatchOptions {
 
 // --input (the help says what the inputs are for).
 CLI::Option* add_input_option(CLI::App* cmd, BatchOptions& o);  // -i/--input
+// --batch-size's upper bound: a batch is held decoded in memory (and on the device) at once.
+constexpr int kMaxBatchSize = 4096;
 // --batch-size, --workers, --writers, --resume, --shard, --shard-count, --progress-interval, --quiet
 // and --extensions.
 void add_batch_run_options(CLI::App* cmd, BatchOptions& o);
