@@ -68,6 +68,9 @@ echo "== groupvit similarity   [model: $WHICH]"
 "$BIN" similarity --model "$MODEL" --input "${IMAGES[@]}" --text "${TEXTS[@]}"
 "$BIN" similarity --model "$MODEL" --input "${IMAGES[0]}" --text "${TEXTS[@]}" --json > "$OUT/similarity.json"
 echo
+echo "== groupvit classify   [model: $WHICH]"
+"$BIN" classify -m "$MODEL" -i "${IMAGES[@]}" --labels "$LABELS" --top-k 3
+echo
 echo "== groupvit segment   [model: $WHICH]"
 rm -rf "$OUT/photos" && mkdir -p "$OUT/photos"
 cp "${IMAGES[@]}" "$OUT/photos/"
