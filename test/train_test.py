@@ -95,7 +95,7 @@ def case_mini(binary, work):
     info = json.loads(run([binary, "info", "--model", out, "--json"]).stdout)
     check(info["vision"]["image_size"] == [32, 32], "groupvit info reads the trained model")
     seg = work / "mini-seg"
-    run([binary, "segment", "--model", out, "--input", data / "val/images", "--output", seg, "--ground-truth",
+    run([binary, "segment", "--model", out, "--input", data / "val/images", "--output", seg, "--labels",
          "red,green,blue", "--templates", data / "val/classes_colour.txt", "--whole", "--short-side", 32, "--quiet"])
     check(len(list(seg.glob("*.labels.png"))) == 12, "groupvit segment runs the trained model on 12 images")
 
