@@ -280,7 +280,7 @@ def test_errors():
         (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--cuda-graphs",
           "--mode", "hf"], "needs --device cuda"),
         (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--writers", "-2"],
-         "--writers must be between 0 and 256"),
+         "--writers: Value -2 not in range 0 to 256"),
         (["segment", "--model", FIX / "model", "--labels", "cat", "--input", img, "--output", out, "--threads",
           "100000"], "--threads 100000 is out of range"),
         (["embed", "--model", FIX / "model", "--text", "x", "--output", out / "t.json", "--threads", "-1"],
