@@ -293,7 +293,7 @@ def case_errors(binary, work):
     args = train_args(data, bad / "out")
     args[args.index("--batch-size") + 1] = 1
     r = run([binary, *args], check=False)
-    check(r.returncode != 0 and "batch size" in r.stderr, "batch size 1 is refused")
+    check(r.returncode != 0 and "--batch-size" in r.stderr, "batch size 1 is refused")
     r = run([binary, *train_args(data, bad / "out2"), "--resume"], check=False)
     check(r.returncode != 0 and "no " in r.stderr and "checkpoint.pt" in r.stderr, "--resume without a checkpoint")
     r = run([binary, "eval", "--ground-truth", bad, "--labels-file", bad / "none.txt", "--predictions", bad], check=False)
