@@ -100,6 +100,23 @@ struct ClassifyOptions : BatchOptions {
 void add_classify_options(CLI::App* cmd, ClassifyOptions& o);
 int run_classify(const Common& c, const ClassifyOptions& o);
 
+struct ServeOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  std::string api_key_file;
+  bool insecure = false;
+  int max_body_mb = 20;
+  int64_t max_pixels = 40000000;
+  int max_labels = 64;
+  int request_timeout = 30;
+  int max_connections = 32;
+  int max_queue = 64;
+  int max_batch_size = 8;
+  int max_wait_ms = 10;
+};
+void add_serve_options(CLI::App* cmd, ServeOptions& o);
+int run_serve(const Common& c, const ServeOptions& o);
+
 struct EmbedOptions : BatchOptions {
   EmbedOptions() { batch_size = 16; }
   std::vector<std::string> texts;

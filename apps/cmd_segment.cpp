@@ -23,6 +23,7 @@
 #include "groupvit/segment/nvlabs_segmentation.h"
 #include "label_formats/exports.h"
 #include "outputs.h"
+#include "segment_job.h"
 
 namespace groupvit_cli {
 
@@ -178,18 +179,6 @@ void add_segment_options(CLI::App* cmd, SegmentOptions& o) {
 
 namespace {
 
-// --- the request: everything that can be wrong with it fails here, before any work ---------
-
-struct SegmentRequest {
-  std::vector<std::string> labels, templates;
-  std::vector<std::string> names;  // value k of a label map names names[k]: "background", then the labels
-  groupvit::NvlabsSegmentationOptions head;
-  bool nvlabs = true;      // --mode nvlabs, else hf
-  bool background = true;  // nvlabs with a background channel; without one the classes start at 1
-  bool png = false, coco = false, labelstudio = false, cvat = false;  // --format
-  bool rles() const { return coco || labelstudio; }                   // the results lines carry each region's RLE
-};
-
 bool has(const std::vector<std::string>& list, const std::string& item) {
   return std::find(list.begin(), list.end(), item) != list.end();
 }
@@ -207,17 +196,13 @@ void warn_ineffective_options(const SegmentOptions& o) {
     std::cerr << "groupvit: warning: --bg-thresh has no effect with --no-background (every pixel gets a class)\n";
 }
 
-SegmentRequest check_request(const Common& c, const SegmentOptions& o) {
+}  // namespace
+
+SegmentRequest segment_request(const SegmentOptions& o) {
   SegmentRequest r;
   r.labels = read_labels(o);
   r.templates = read_templates(o.templates);
   r.head = nvlabs_head(o);
-  check_model_dir(c.model_dir);
-  if (o.cuda_graphs && o.mode != "hf")
-    throw UsageError("--cuda-graphs needs --mode hf (nvlabs batches hold a varying number of windows)");
-  if (!parse_device(c.device).is_cuda() && o.cuda_graphs) throw UsageError("--cuda-graphs needs --device cuda");
-  warn_ineffective_options(o);
-  parse_dtype(c.dtype);
   r.nvlabs = o.mode == "nvlabs";
   r.background = r.nvlabs && !o.no_background;
   r.head.with_background = r.background;
@@ -235,6 +220,19 @@ SegmentRequest check_request(const Common& c, const SegmentOptions& o) {
   return r;
 }
 
+SegmentRequest check_request(const Common& c, const SegmentOptions& o) {
+  auto r = segment_request(o);
+  check_model_dir(c.model_dir);
+  if (o.cuda_graphs && o.mode != "hf")
+    throw UsageError("--cuda-graphs needs --mode hf (nvlabs batches hold a varying number of windows)");
+  if (!parse_device(c.device).is_cuda() && o.cuda_graphs) throw UsageError("--cuda-graphs needs --device cuda");
+  warn_ineffective_options(o);
+  parse_dtype(c.dtype);
+  return r;
+}
+
+namespace {
+
 // The files of the input with this key (`stages` group maps with --save-groups).
 Paths paths_for(const SegmentOptions& o, const std::string& key, int64_t stages) {
   Paths p;
@@ -247,77 +245,30 @@ Paths paths_for(const SegmentOptions& o, const std::string& key, int64_t stages)
   return p;
 }
 
+}  // namespace
+
 // --- the model step and the writer --------------------------------------------------------------
-
-// One image's results as plain host buffers: tensor work stays on the model's thread (the
-// device's stream, LibTorch's thread pool).
-struct SegmentResult : ImageResult {
-  std::vector<uint8_t> labels;               // [height * width] class index per pixel
-  std::vector<float> scores;                 // [label value] the region's score (label_region_scores)
-  torch::Tensor logits;                      // --save-logits: [channels, h, w] float32, CPU
-  std::vector<std::vector<uint8_t>> groups;  // --save-groups: a group map per stage
-};
-
-// The model and what a run computes from it once: the label embeddings, the mode's
-// preprocessing, and (hf) the forward of one batch, replayed as CUDA graphs with --cuda-graphs.
-// Neither copied nor moved: the graphs call back into it.
-class SegmentJob : public BatchJob {
- public:
-  SegmentJob(const Common& c, const SegmentOptions& o, const SegmentRequest& r, const OutputDir* out);
-  SegmentJob(const SegmentJob&) = delete;
-  SegmentJob& operator=(const SegmentJob&) = delete;
-
-  const groupvit::ImagePreprocessConfig& preprocessing() const override { return prep_; }
-  // One model call for the whole batch (nvlabs: all windows of all images together).
-  ImageResults run(std::vector<Prepared>& batch) override;
-  void write(Prepared& p, ImageResult& result, RunLog& log) override;
-  // The run-level files of --format coco, labelstudio and cvat, from results.jsonl.
-  void finish(RunLog& log) override;
-  bool on_cuda() const override { return device_.is_cuda(); }
-  void add_to_summary(json& summary) const override {
-    if (!exports_.empty()) summary["exports"] = exports_;
-    if (graphs_)
-      summary["cuda_graphs"] = {{"captured_shapes", graphs_->graphs()},
-                                {"replayed_batches", graphs_->replays()},
-                                {"fallback_reason", graphs_->fallback_reason()}};
-  }
-
- private:
-  std::vector<torch::Tensor> hf_forward(const torch::Tensor& pixels);
-  // [channels, H, W] scores at each image's original size (and what --save-logits writes).
-  std::vector<torch::Tensor> scores(const std::vector<Prepared>& batch, std::vector<torch::Tensor>& saved);
-  // The image's files; returns the "outputs" of its results line.
-  json write_files(const Prepared& p, const SegmentResult& r) const;
-  // --format cvat names a mask by the key less its extension: two keys of one name would overwrite
-  // each other's masks, so the second is refused (within this run).
-  void claim_cvat_name(const std::string& key) const;
-
-  const SegmentOptions& o_;
-  const SegmentRequest& r_;
-  torch::Device device_ = torch::kCPU;
-  torch::Dtype dtype_ = torch::kFloat;
-  int64_t stages_ = 0;  // grouping stages: the group maps of --save-groups
-  groupvit::ImagePreprocessConfig prep_;
-  std::unique_ptr<groupvit::CudaGraphCache> graphs_;
-  groupvit::GroupViTModel model_{nullptr};
-  torch::Tensor class_embeds_;        // float32, on the device (the NVlabs head)
-  torch::Tensor class_embeds_model_;  // in the model's dtype: what the hf forward and its CUDA graphs read
-  const std::vector<std::array<uint8_t, 3>> palette_ = groupvit::label_palette();
-  const OutputDir* out_;
-  std::string model_name_;
-  json exports_ = json::object();
-  mutable std::mutex cvat_mu_;
-  mutable std::map<std::string, std::string> cvat_names_;  // mask name -> key
-};
 
 SegmentJob::SegmentJob(const Common& c, const SegmentOptions& o, const SegmentRequest& r, const OutputDir* out)
     : o_(o), r_(r), out_(out), model_name_(c.model_dir) {
   model_ = load_for(c, &device_);
   dtype_ = parse_dtype(c.dtype);
+  init(c.model_dir);
+}
+
+SegmentJob::SegmentJob(groupvit::GroupViTModel model, torch::Device device, torch::Dtype dtype,
+                       const std::string& model_dir, const SegmentOptions& o, const SegmentRequest& r)
+    : o_(o), r_(r), device_(device), dtype_(dtype), model_(std::move(model)), model_name_(model_dir) {
+  init(model_dir);
+}
+
+void SegmentJob::init(const std::string& model_dir) {
+  const auto& o = o_;
+  const auto& r = r_;
   const auto& vc = model_->config().vision_config;
   stages_ = static_cast<int64_t>(vc.depths.size()) -
             static_cast<int64_t>(std::count(vc.num_group_tokens.begin(), vc.num_group_tokens.end(), 0));
-  class_embeds_ = groupvit::class_embeddings(*model_, groupvit::ClipTokenizer::from_directory(c.model_dir), r.labels,
+  class_embeds_ = groupvit::class_embeddings(*model_, groupvit::ClipTokenizer::from_directory(model_dir), r.labels,
                                              r.templates, device_);
   class_embeds_model_ = class_embeds_.to(device_, dtype_);
   if (o.cuda_graphs)
@@ -326,7 +277,7 @@ SegmentJob::SegmentJob(const Common& c, const SegmentOptions& o, const SegmentRe
   if (r.nvlabs) {
     prep_ = nvlabs_preprocess(o);
   } else {
-    prep_ = preprocessor_for(c.model_dir);
+    prep_ = preprocessor_for(model_dir);
     prep_.do_resize = true;
     prep_.size_rule = groupvit::SizeRule::kHeightWidth;  // the whole image at the model's input size
     prep_.height = vc.image_height;
@@ -364,6 +315,8 @@ std::vector<torch::Tensor> SegmentJob::scores(const std::vector<Prepared>& batch
   return out;
 }
 
+namespace {
+
 std::vector<uint8_t> bytes_of(const torch::Tensor& t) {
   auto c = t.to(torch::kCPU, torch::kByte).contiguous();
   return {c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel()};
@@ -387,6 +340,8 @@ std::vector<float> label_region_scores(const torch::Tensor& score_map, const tor
   std::copy(mean.data_ptr<float>(), mean.data_ptr<float>() + channels, scores.begin() + offset);
   return scores;
 }
+
+}  // namespace
 
 ImageResults SegmentJob::run(std::vector<Prepared>& batch) {
   torch::NoGradGuard no_grad;
@@ -501,11 +456,15 @@ void SegmentJob::claim_cvat_name(const std::string& key) const {
                              " (CVAT pairs masks and images by the name less its extension)");
 }
 
+namespace {
+
 void warn_unusable(int64_t lines, const std::string& format, const std::string& results) {
   if (lines > 0)
     std::cerr << "groupvit: warning: " << lines << " line(s) of " << results << " have no " << format
               << " data (segmented without --format " << format << "): left out; rerun without --resume\n";
 }
+
+}  // namespace
 
 void SegmentJob::finish(RunLog&) {
   if (!out_) return;
@@ -531,8 +490,6 @@ void SegmentJob::finish(RunLog&) {
     exports_["cvat"] = dir;
   }
 }
-
-}  // namespace
 
 int run_segment(const Common& c, const SegmentOptions& o) {
   const auto request = check_request(c, o);

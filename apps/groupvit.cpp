@@ -156,6 +156,14 @@ int main(int argc, char** argv) {
   add_common(classify, classify_opts, true);
   add_classify_options(classify, classify_cli);
 
+  Common serve_opts;
+  ServeOptions serve_cli;
+  auto* serve = app.add_subcommand("serve",
+                                   "the demo page and a JSON API over HTTP (segment, similarity, embed), with "
+                                   "dynamic batching; docs/serve-api.md");
+  add_common(serve, serve_opts, true);
+  add_serve_options(serve, serve_cli);
+
   Common embed_opts, seg_opts;
   EmbedOptions embed_cli;
   auto* embed = app.add_subcommand("embed",
@@ -202,7 +210,7 @@ int main(int argc, char** argv) {
     // --model may be a hub id: resolved into a directory once, before any command looks at it.
     const std::pair<CLI::App*, Common*> with_model[] = {
         {info, &info_opts},   {tokenize, &tok_opts}, {similarity, &sim_opts}, {classify, &classify_opts},
-        {embed, &embed_opts}, {segment, &seg_opts},  {eval, &eval_opts}};
+        {embed, &embed_opts}, {segment, &seg_opts},  {eval, &eval_opts},      {serve, &serve_opts}};
     for (const auto& [cmd, opts] : with_model)
       if (*cmd) resolve_model_option(*opts);
     if (*info) return run_info(info_opts);
@@ -211,6 +219,7 @@ int main(int argc, char** argv) {
     if (*similarity) return check_threads(sim_opts.threads), run_similarity(sim_opts, sim);
     if (*classify) return check_threads(classify_opts.threads), run_classify(classify_opts, classify_cli);
     if (*embed) return check_threads(embed_opts.threads), run_embed(embed_opts, embed_cli);
+    if (*serve) return check_threads(serve_opts.threads), run_serve(serve_opts, serve_cli);
     if (*segment) return check_threads(seg_opts.threads), run_segment(seg_opts, seg);
     if (*train) return check_threads(train_opts.threads), run_train(train_opts, train_cli);
     if (*eval) return check_threads(eval_opts.threads), run_eval(eval_opts, eval_cli);

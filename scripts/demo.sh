@@ -85,5 +85,19 @@ if ((!hub_ok)); then
     --labels-file "$OUT/scenes/val/classes_colour.txt" "${SEG_OPTS[@]}" --quiet
 fi
 echo
+echo "== groupvit serve: the demo page and JSON API   [model: $WHICH]"
+PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$BIN" serve --model "$MODEL" --port "$PORT" 2> "$OUT/serve.log" &
+SERVE_PID=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$PORT/healthz" > /dev/null 2>&1 && break
+  sleep 0.2
+done
+echo "open http://127.0.0.1:$PORT/ in a browser (drop an image, type labels); or from a script:"
+echo "  curl -F image=@$OUT/chelsea.png -F labels='$LABELS' http://127.0.0.1:$PORT/v1/segment"
+curl -sf -F "image=@$OUT/chelsea.png" -F "labels=$LABELS" "http://127.0.0.1:$PORT/v1/segment" |
+  "$PY" -c 'import json, sys; a = json.load(sys.stdin); print("answer:", {k: a[k] for k in ("width", "height", "labels", "pixel_share")})'
+kill -TERM "$SERVE_PID" && wait "$SERVE_PID" && echo "server stopped (SIGTERM, exit 0)"
+echo
 echo "== files written to $OUT"
 ls -l "$OUT" "$OUT/segment"

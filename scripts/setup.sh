@@ -28,6 +28,7 @@ DEB_PACKAGES=(
   nlohmann-json3-dev libutf8proc-dev zlib1g-dev libssl-dev
   # the CLI and the tests; clang-format for the format check (scripts/format.sh, CTest format.check)
   libcli11-dev catch2 clang-format libarchive-dev  # libarchive: WebDataset shards (apps/batch/webdataset.cpp)
+  libcpp-httplib-dev curl  # groupvit serve's HTTP server (apps/serve/cmd_serve.cpp); curl for demo.sh's call of it
   # image decoding: OpenCV's split packages (found by cmake/GroupViTOpenCV.cmake; libopencv-dev
   # would bring about 145 more packages) and libwebp for the WebP header check
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libwebp-dev
@@ -38,7 +39,8 @@ DEB_PACKAGES=(
 # The libFuzzer targets (scripts/fuzz.sh) need clang and its fuzzer runtime; CI runs them.
 FUZZ_PACKAGES=(clang libclang-rt-dev)
 # The Slurm cluster of test/slurm_test.py (test/slurm_cluster.py starts munged, slurmctld and slurmd by hand).
-TEST_PACKAGES=(slurm-wlm slurmctld slurmd slurm-client munge)
+# Debian's Chromium and its WebDriver for the serve page's browser test (test/serve_browser_test.py).
+TEST_PACKAGES=(slurm-wlm slurmctld slurmd slurm-client munge chromium chromium-driver)
 if [[ "${1:-}" == --list-debian-packages ]]; then
   printf '%s\n' "${DEB_PACKAGES[@]}" "${FUZZ_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
   exit 0
@@ -87,16 +89,16 @@ else
   say "Python environment up to date"
 fi
 
-# --- the annotation tools' readers (test/label_formats_test.py) -------------------------
-FORMATS_VENV="$ROOT/.venv-formats"
-FORMATS_REQ="$ROOT/scripts/requirements-formats.txt"
-want_formats="$(sha256sum < "$FORMATS_REQ" | cut -d' ' -f1)"
-if [[ ! -f "$FORMATS_VENV/.groupvit-requirements" || "$(cat "$FORMATS_VENV/.groupvit-requirements")" != "$want_formats" ]]; then
-  say "installing the annotation formats' readers into $FORMATS_VENV"
-  rm -rf "$FORMATS_VENV"
-  "$BASE_PYTHON" -m venv "$FORMATS_VENV"
-  "$FORMATS_VENV/bin/python" -m pip install -q -r "$FORMATS_REQ"
-  echo "$want_formats" > "$FORMATS_VENV/.groupvit-requirements"
+# --- the outside tools the end-to-end tests drive (scripts/requirements-tools.txt) ---------
+TOOLS_VENV="$ROOT/.venv-tools"
+TOOLS_REQ="$ROOT/scripts/requirements-tools.txt"
+want_tools="$(sha256sum < "$TOOLS_REQ" | cut -d' ' -f1)"
+if [[ ! -f "$TOOLS_VENV/.groupvit-requirements" || "$(cat "$TOOLS_VENV/.groupvit-requirements")" != "$want_tools" ]]; then
+  say "installing the test tools into $TOOLS_VENV"
+  rm -rf "$TOOLS_VENV"
+  "$BASE_PYTHON" -m venv "$TOOLS_VENV"
+  "$TOOLS_VENV/bin/python" -m pip install -q -r "$TOOLS_REQ"
+  echo "$want_tools" > "$TOOLS_VENV/.groupvit-requirements"
 fi
 
 [[ "${GROUPVIT_SKIP_BUILD:-0}" == 1 ]] && exit 0

@@ -2,7 +2,7 @@
 """segment --format coco / labelstudio / cvat, read back by each tool's own reader: pycocotools
 (COCO RLE), Label Studio's SDK (brush RLE decoder and its labeling-config / prediction validators),
 Datumaro (CVAT's dataset library, "Segmentation mask 1.1" = its voc_segmentation format). Each
-decoded mask must equal segment's own label PNG. Runs in .venv-formats (scripts/setup.sh); on the
+decoded mask must equal segment's own label PNG. Runs in .venv-tools (scripts/setup.sh); on the
 fixtures of scripts/make_cli_fixtures.py.
 
     label_formats_test.py BINARY FIXTURES_DIR WORK_DIR CASE

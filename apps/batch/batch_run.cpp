@@ -168,7 +168,8 @@ std::optional<Prepared> Pipeline::next() {
   return p;
 }
 
-// Decodes (a file, or a shard member's bytes) and preprocesses one input.
+}  // namespace
+
 Prepared prepare(InputItem item, const groupvit::ImagePreprocessConfig& prep) {
   Prepared p;
   const auto t0 = Clock::now();
@@ -189,6 +190,8 @@ Prepared prepare(InputItem item, const groupvit::ImagePreprocessConfig& prep) {
   p.prep_ms = ms_since(t0);
   return p;
 }
+
+namespace {
 
 void Pipeline::start_workers(const groupvit::ImagePreprocessConfig& prep) {
   try {

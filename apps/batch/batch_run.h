@@ -35,6 +35,9 @@ struct Prepared {
   double prep_ms = 0;
 };
 
+// Decodes (a file, or a shard member's bytes) and preprocesses one input; a failure is its `error`.
+Prepared prepare(InputItem item, const groupvit::ImagePreprocessConfig& prep);
+
 // Host to device; on CUDA asynchronously from page-locked memory, so that the next batch's decoding
 // overlaps the copy. batch_pixels: the batch's pixel_values stacked, [n, 3, h, w].
 torch::Tensor to_device(const torch::Tensor& host, torch::Device device, torch::Dtype dtype);
