@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -169,7 +170,7 @@ def main():
         size = "?"
     report = Path(a.report)
     report.parent.mkdir(parents=True, exist_ok=True)
-    log_dir = Path(a.log_dir) if a.log_dir else report.parent
+    log_dir = Path(a.log_dir) if a.log_dir else Path(tempfile.mkdtemp(prefix="serve-load-"))  # logs stay out of docs/
     version = subprocess.run([a.binary, "--version"], capture_output=True, text=True).stdout.strip()
     batch_sizes = [int(b) for b in a.batch_sizes.split(",")]
 
