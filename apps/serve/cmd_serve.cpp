@@ -181,6 +181,13 @@ bool same_key(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
+// The method each endpoint takes; empty for an unknown path.
+std::string allowed_method(const std::string& path) {
+  if (path == "/" || path == "/openapi.json" || path == "/healthz" || path == "/v1/model") return "GET";
+  if (path == "/v1/segment" || path == "/v1/similarity" || path == "/v1/embed") return "POST";
+  return "";
+}
+
 }  // namespace
 
 void add_serve_options(CLI::App* cmd, ServeOptions& o) {
@@ -258,6 +265,15 @@ int run_serve(const Common& c, const ServeOptions& o) {
         return httplib::Server::HandlerResponse::Handled;
       }
     }
+    // A known path asked with another method: 405 naming the one it takes (httplib alone says 404),
+    // before any body is read, and the connection closed since that body is left unread.
+    const auto allowed = allowed_method(req.path);
+    if (!allowed.empty() && req.method != allowed && !(allowed == "GET" && req.method == "HEAD")) {
+      res.set_header("Allow", allowed);
+      res.set_header("Connection", "close");
+      send_error(res, 405, "this endpoint takes " + allowed);
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (req.path.rfind("/v1/", 0) != 0) return httplib::Server::HandlerResponse::Unhandled;
     if (stopping) {
       send_error(res, 503, "the server is stopping");
@@ -298,20 +314,6 @@ int run_serve(const Common& c, const ServeOptions& o) {
   });
   server.Get("/v1/model",
              [&](const httplib::Request&, httplib::Response& res) { send_json(res, 200, service.model_info()); });
-  // A known path asked with another method: 405 naming the one it takes (httplib alone says 404).
-  auto only = [&](const std::string& path, const std::string& method) {
-    auto refuse = [method](const httplib::Request&, httplib::Response& res) {
-      res.set_header("Allow", method);
-      send_error(res, 405, "this endpoint takes " + method);
-    };
-    if (method != "GET") server.Get(path, refuse);
-    if (method != "POST") server.Post(path, refuse);
-    server.Put(path, refuse);
-    server.Delete(path, refuse);
-    server.Patch(path, refuse);
-  };
-  for (const char* path : {"/", "/openapi.json", "/healthz", "/v1/model"}) only(path, "GET");
-  for (const char* path : {"/v1/segment", "/v1/similarity", "/v1/embed"}) only(path, "POST");
   server.Post("/v1/segment", api([&](const Fields& f) { return service.segment(segment_params(f)); }));
   server.Post("/v1/similarity", api([&](const Fields& f) { return service.similarity(images_params(f, false)); }));
   server.Post("/v1/embed", api([&](const Fields& f) { return service.embed(images_params(f, true)); }));
