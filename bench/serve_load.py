@@ -5,7 +5,7 @@
                   [--batch-sizes 8,1] [--mode hf] [--labels cat,dog,...] [--server-arg=--device=cuda ...]
 
 For each --max-batch-size it starts `BINARY serve -m MODEL_DIR --max-batch-size B` on a free loopback port,
-warms it up, then --clients threads (each with its own requests.Session, i.e. kept-alive connections) send
+warms it up, then --clients threads (each with its own requests.Session; the server closes every connection after its answer) send
 --requests POST /v1/segment requests of IMAGE (multipart, the body encoded once) as fast as they are answered.
 It reports latency percentiles, requests/s, failures (must be 0: exit 1 otherwise) and the throughput ratio of
 the first batch size to the last, names the CPU, and writes the Markdown report. Client and server share the
@@ -210,7 +210,7 @@ def main():
         f"{platform.release()}",
         f"- groupvit: {version or '?'}; model `{a.model_dir}` (device {info.get('device') if info else '?'}, "
         f"dtype {info.get('dtype') if info else '?'}, image size {info.get('image_size') if info else '?'})",
-        f"- load: {a.clients} concurrent clients (threads, one kept-alive `requests.Session` each), {a.requests} "
+        f"- load: {a.clients} concurrent clients (threads, one `requests.Session` each, a new connection per request as the server closes each after its answer), {a.requests} "
         f"measured requests after {a.warmup} of warm-up per server; `POST /v1/segment` multipart, mode {a.mode}, "
         f"{len(a.labels.split(','))} labels, `overlay=false`, image `{Path(a.image).name}` ({size})",
         f"- server: `groupvit serve -m MODEL {server_args}`, other options default "

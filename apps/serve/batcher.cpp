@@ -29,7 +29,7 @@ void DynamicBatcher::run(Item& item) {
   std::future<void> done;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) throw std::runtime_error("the server is stopping");
+    if (stopping_) throw Stopping();
     if (queue_.size() >= max_queue_) throw QueueFull();
     item.queued = Clock::now();
     queue_.push_back({&item, {}});

@@ -19,8 +19,15 @@
 
 namespace groupvit_cli {
 
-struct QueueFull : std::runtime_error {
-  QueueFull() : std::runtime_error("the server is busy: too many requests are waiting") {}
+// The server cannot take the request now (HTTP 503): the queue is full, or the server is stopping.
+struct Unavailable : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct QueueFull : Unavailable {
+  QueueFull() : Unavailable("the server is busy: too many requests are waiting") {}
+};
+struct Stopping : Unavailable {
+  Stopping() : Unavailable("the server is stopping") {}
 };
 
 class DynamicBatcher {
@@ -40,7 +47,7 @@ class DynamicBatcher {
   DynamicBatcher(const DynamicBatcher&) = delete;
   DynamicBatcher& operator=(const DynamicBatcher&) = delete;
 
-  // Queues the item and blocks until its batch ran; rethrows the batch's exception; QueueFull.
+  // Queues the item and blocks until its batch ran; rethrows the batch's exception; QueueFull, Stopping.
   void run(Item& item);
   // Finishes the queued items, then ends the model's thread.
   void stop();

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -129,6 +130,44 @@ class Fields {
   json body_;
 };
 
+// The request with its body read through httplib's ContentReader, piece by piece, so that the whole
+// body must arrive within `limit`: httplib 0.11 bounds only the silence between reads, and a client
+// sending a byte a second would hold its connection for as long as it liked. Multipart parts go to
+// files (in the order sent, as httplib's own parser keeps them), anything else to body.
+httplib::Request with_body(const httplib::Request& req, const httplib::Response& res,
+                           const httplib::ContentReader& reader, std::chrono::seconds limit) {
+  using Clock = std::chrono::steady_clock;
+  httplib::Request full = req;
+  const auto deadline = Clock::now() + limit;
+  auto in_time = [&] { return Clock::now() < deadline; };
+  bool complete = false;
+  if (req.is_multipart_form_data()) {
+    auto part = full.files.end();
+    complete = reader(
+        [&](const httplib::MultipartFormData& header) {
+          part = full.files.emplace(header.name, header);
+          return in_time();
+        },
+        [&](const char* data, size_t size) {
+          if (part != full.files.end()) part->second.content.append(data, size);
+          return in_time();
+        });
+  } else {
+    complete = reader([&](const char* data, size_t size) {
+      full.body.append(data, size);
+      return in_time();
+    });
+  }
+  if (!complete) {
+    if (!in_time())
+      throw HttpError(
+          408, "the request body did not arrive within " + std::to_string(limit.count()) + " s (--request-timeout)");
+    if (res.status == 413) throw HttpError(413, "the request body is over the server's limit (--max-body-mb)");
+    throw HttpError(400, "the request body could not be read (cut short, or not the multipart form it declares)");
+  }
+  return full;
+}
+
 SegmentParams segment_params(const Fields& f) {
   SegmentParams p;
   const auto images = f.files("image");
@@ -206,7 +245,8 @@ void add_serve_options(CLI::App* cmd, ServeOptions& o) {
   cmd->add_option("--max-labels", o.max_labels, "most labels per request")
       ->check(CLI::Range(1, 254))
       ->capture_default_str();
-  cmd->add_option("--request-timeout", o.request_timeout, "seconds a client may stay silent while sending or reading")
+  cmd->add_option("--request-timeout", o.request_timeout,
+                  "seconds a client may take to send a request body, and stay silent while sending or reading")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
   cmd->add_option("--max-connections", o.max_connections, "connections served at once (more wait)")
@@ -242,35 +282,48 @@ int run_serve(const Common& c, const ServeOptions& o) {
   server.set_payload_max_length(limits.max_body_bytes);
   server.set_read_timeout(o.request_timeout);
   server.set_write_timeout(o.request_timeout);
-  server.set_keep_alive_timeout(2);
+  // One request per connection. httplib 0.11 leaves a body it did not read (a refusal before the
+  // body, a GET with a body, a multipart cut short) on the connection and parses it as the next
+  // request, whose answer the client then takes for the one to its own next request. Closing after
+  // each answer rules that out; a reconnect on loopback costs far less than a model call.
+  server.set_keep_alive_max_count(1);
   // httplib's own refusals (413, 400 for a broken multipart, 404, 405...) get a JSON body too.
-  server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+  server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    // A body method on a known path of another method: httplib has read the body and found no
+    // handler (404); the answer is 405 naming the method the path takes.
+    const auto allowed = allowed_method(req.path);
+    if (res.status == 404 && !allowed.empty()) {
+      res.set_header("Allow", allowed);
+      send_error(res, 405, "this endpoint takes " + allowed);
+      return;
+    }
     if (res.body.empty())
       send_error(res, res.status,
                  res.status == 413   ? std::string("the request body is over the server's limit (--max-body-mb)")
                  : res.status == 404 ? "no such endpoint (see /openapi.json)"
                  : res.status == 405 ? "method not allowed on this endpoint"
+                 : res.status == 400 ? "the request could not be read (its request line, headers or body)"
                                      : "the request was refused (HTTP " + std::to_string(res.status) + ")");
   });
   server.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response& res) {
     // Before the body is read: a declared length over the limit is refused at once (httplib would
-    // first wait for the body), and the connection closed, since the body is never read.
+    // first wait for the body); the connection is closed after the answer, as every one is.
     if (req.has_header("Content-Length")) {
       const auto declared = req.get_header_value("Content-Length");
       if (declared.size() > 18 || std::stoull("0" + declared) > limits.max_body_bytes) {
-        res.set_header("Connection", "close");
         send_error(res, 413,
                    "the declared request body of " + declared + " bytes is over the server's limit (" +
                        std::to_string(limits.max_body_bytes) + ", --max-body-mb)");
         return httplib::Server::HandlerResponse::Handled;
       }
     }
-    // A known path asked with another method: 405 naming the one it takes (httplib alone says 404),
-    // before any body is read, and the connection closed since that body is left unread.
+    // A known path asked with another method whose body httplib never reads (GET, HEAD, OPTIONS,
+    // DELETE...): 405 naming the one it takes (httplib alone says 404). POST, PUT and PATCH go on,
+    // so that their body is read before the error handler's 405.
     const auto allowed = allowed_method(req.path);
-    if (!allowed.empty() && req.method != allowed && !(allowed == "GET" && req.method == "HEAD")) {
+    const bool body_read = req.method == "POST" || req.method == "PUT" || req.method == "PATCH";
+    if (!allowed.empty() && req.method != allowed && !(allowed == "GET" && req.method == "HEAD") && !body_read) {
       res.set_header("Allow", allowed);
-      res.set_header("Connection", "close");
       send_error(res, 405, "this endpoint takes " + allowed);
       return httplib::Server::HandlerResponse::Handled;
     }
@@ -288,12 +341,13 @@ int run_serve(const Common& c, const ServeOptions& o) {
     return httplib::Server::HandlerResponse::Unhandled;
   });
   auto api = [&](const std::function<json(const Fields&)>& work) {
-    return [&, work](const httplib::Request& req, httplib::Response& res) {
+    return [&, work](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
       try {
-        send_json(res, 200, work(Fields(req)));
+        const auto full = with_body(req, res, reader, std::chrono::seconds(o.request_timeout));
+        send_json(res, 200, work(Fields(full)));
       } catch (const HttpError& e) {
         send_error(res, e.status, e.what());
-      } catch (const QueueFull& e) {
+      } catch (const Unavailable& e) {
         send_error(res, 503, e.what());
       } catch (const std::exception& e) {
         send_error(res, 500, e.what());

@@ -235,7 +235,7 @@ json ModelService::segment(const SegmentParams& p) {
   const double decode_ms = ms_since(t0);
   try {
     batcher_->run(item);
-  } catch (const QueueFull&) {
+  } catch (const Unavailable&) {
     throw;
   } catch (const std::exception& e) {
     throw HttpError(500, std::string("the model failed: ") + e.what());
