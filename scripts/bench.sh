@@ -3,20 +3,25 @@
 # checkpoint, same inputs, same thread count. Builds what is missing, then writes
 # docs/benchmarks.md (a table with ratios) and docs/benchmarks.json.
 #
-#   scripts/bench.sh [--threads N] [--reps R] [--device cpu|cuda] [--profile]
+#   scripts/bench.sh [--threads N] [--reps R] [--device cpu|cuda] [--profile] [--peers [--rounds K]]
+# --peers instead runs the peer benchmark (bench/peers.py): ours against transformers eager, ONNX Runtime
+# and OpenVINO (scripts/requirements-bench.txt, installed into build/bench/peers-site), in rotated
+# rounds with paired ratios; writes docs/peers.md and docs/peers.json.
 # --profile instead profiles the image tower at batch 1 and 32 on both sides (operator self times)
 # and writes docs/profile.md: where the time goes, and what bounds the speed-up.
 # Run it on a quiet machine: other processes on the same cores distort every number.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-THREADS="$(nproc)" REPS=7 DEVICE=cpu PROFILE=0
+THREADS="$(nproc)" REPS=7 DEVICE=cpu PROFILE=0 PEERS=0 ROUNDS=3
 while (($#)); do
   case "$1" in
     --threads) THREADS="$2"; shift 2 ;;
     --reps) REPS="$2"; shift 2 ;;
     --device) DEVICE="$2"; shift 2 ;;
     --profile) PROFILE=1; shift ;;
+    --peers) PEERS=1; shift ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -28,6 +33,21 @@ PY="$ROOT/.venv/bin/python"
 WORK="$ROOT/$BUILD_DIR/bench"
 "$PY" scripts/make_demo_model.py "$WORK/model" 2>&1 | grep -v "it/s" || true
 [[ -f "$WORK/model/converted/groupvit_weights.pt" ]] || "$PY" scripts/convert_hf.py "$WORK/model/hf" "$WORK/model/converted"
+
+if [[ $PEERS == 1 ]]; then
+  SITE="$WORK/peers-site"
+  # Idempotent: reinstalled only when the pins change.
+  if ! cmp -s scripts/requirements-bench.txt "$SITE/.requirements"; then
+    rm -rf "$SITE"
+    "$PY" -m pip install --quiet --no-deps --target "$SITE" -r scripts/requirements-bench.txt
+    cp scripts/requirements-bench.txt "$SITE/.requirements"
+  fi
+  reps=$REPS; [[ $reps == 7 ]] && reps=3  # rounds repeat the rows; 3 runs a round is the default here
+  PYTHONPATH="$SITE" "$PY" bench/peers.py --cpp "$BUILD_DIR/bench/bench_groupvit" --converted "$WORK/model/converted" \
+    --hf "$WORK/model/hf" --cache "$WORK/peers-cache" --threads "$THREADS" --rounds "$ROUNDS" --reps "$reps" \
+    --report docs/peers.md
+  exit 0
+fi
 
 if [[ $PROFILE == 1 ]]; then
   PROF="$WORK/profile"; mkdir -p "$PROF"
