@@ -203,8 +203,8 @@ int main(int argc, char** argv) {
       std::vector<std::string> prompts;
       for (int64_t i = 0; i < n; ++i) prompts.push_back("a photo of a " + words[i % words.size()] + ".");
       auto tokens = model.tokenize(prompts);
-      out["profile"] = profile_ops(
-          [&] { model.model()->get_text_features(tokens.input_ids, tokens.attention_mask); }, warmup, reps);
+      out["profile"] =
+          profile_ops([&] { model.model()->get_text_features(tokens.input_ids, tokens.attention_mask); }, warmup, reps);
       out["profile"]["row"] = profile_row;
       std::cout << out.dump(1) << "\n";
       return 0;
