@@ -227,6 +227,69 @@ std::string allowed_method(const std::string& path) {
   return "";
 }
 
+// httplib's own refusals (413, 400 for a broken multipart, 404, 405...) get a JSON body too.
+void set_error_answers(httplib::Server& server) {
+  server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    // A body method on a known path of another method: httplib has read the body and found no
+    // handler (404); the answer is 405 naming the method the path takes.
+    const auto allowed = allowed_method(req.path);
+    if (res.status == 404 && !allowed.empty()) {
+      res.set_header("Allow", allowed);
+      send_error(res, 405, "this endpoint takes " + allowed);
+      return;
+    }
+    if (res.body.empty())
+      send_error(res, res.status,
+                 res.status == 413   ? std::string("the request body is over the server's limit (--max-body-mb)")
+                 : res.status == 404 ? "no such endpoint (see /openapi.json)"
+                 : res.status == 405 ? "method not allowed on this endpoint"
+                 : res.status == 400 ? "the request could not be read (its request line, headers or body)"
+                                     : "the request was refused (HTTP " + std::to_string(res.status) + ")");
+  });
+}
+
+// What is decided from the request line and headers alone, before any body is read: a declared
+// body over the limit, a known path asked with the wrong method, a stopping server, the API key.
+void set_gatekeeper(httplib::Server& server, size_t max_body_bytes, const std::string& api_key,
+                    const std::atomic<bool>& stopping) {
+  server.set_pre_routing_handler(
+      [max_body_bytes, &api_key, &stopping](const httplib::Request& req, httplib::Response& res) {
+        // Before the body is read: a declared length over the limit is refused at once (httplib would
+        // first wait for the body); the connection is closed after the answer, as every one is.
+        if (req.has_header("Content-Length")) {
+          const auto declared = req.get_header_value("Content-Length");
+          if (declared.size() > 18 || std::stoull("0" + declared) > max_body_bytes) {
+            send_error(res, 413,
+                       "the declared request body of " + declared + " bytes is over the server's limit (" +
+                           std::to_string(max_body_bytes) + ", --max-body-mb)");
+            return httplib::Server::HandlerResponse::Handled;
+          }
+        }
+        // A known path asked with another method whose body httplib never reads (GET, HEAD, OPTIONS,
+        // DELETE...): 405 naming the one it takes (httplib alone says 404). POST, PUT and PATCH go on,
+        // so that their body is read before the error handler's 405.
+        const auto allowed = allowed_method(req.path);
+        const bool body_read = req.method == "POST" || req.method == "PUT" || req.method == "PATCH";
+        if (!allowed.empty() && req.method != allowed && !(allowed == "GET" && req.method == "HEAD") && !body_read) {
+          res.set_header("Allow", allowed);
+          send_error(res, 405, "this endpoint takes " + allowed);
+          return httplib::Server::HandlerResponse::Handled;
+        }
+        if (req.path.rfind("/v1/", 0) != 0) return httplib::Server::HandlerResponse::Unhandled;
+        if (stopping) {
+          send_error(res, 503, "the server is stopping");
+          return httplib::Server::HandlerResponse::Handled;
+        }
+        const auto auth = req.get_header_value("Authorization");
+        if (!api_key.empty() && !(auth.rfind("Bearer ", 0) == 0 && same_key(auth.substr(7), api_key))) {
+          res.set_header("WWW-Authenticate", "Bearer");
+          send_error(res, 401, "missing or wrong API key (send 'Authorization: Bearer KEY')");
+          return httplib::Server::HandlerResponse::Handled;
+        }
+        return httplib::Server::HandlerResponse::Unhandled;
+      });
+}
+
 }  // namespace
 
 void add_serve_options(CLI::App* cmd, ServeOptions& o) {
@@ -287,59 +350,8 @@ int run_serve(const Common& c, const ServeOptions& o) {
   // request, whose answer the client then takes for the one to its own next request. Closing after
   // each answer rules that out; a reconnect on loopback costs far less than a model call.
   server.set_keep_alive_max_count(1);
-  // httplib's own refusals (413, 400 for a broken multipart, 404, 405...) get a JSON body too.
-  server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    // A body method on a known path of another method: httplib has read the body and found no
-    // handler (404); the answer is 405 naming the method the path takes.
-    const auto allowed = allowed_method(req.path);
-    if (res.status == 404 && !allowed.empty()) {
-      res.set_header("Allow", allowed);
-      send_error(res, 405, "this endpoint takes " + allowed);
-      return;
-    }
-    if (res.body.empty())
-      send_error(res, res.status,
-                 res.status == 413   ? std::string("the request body is over the server's limit (--max-body-mb)")
-                 : res.status == 404 ? "no such endpoint (see /openapi.json)"
-                 : res.status == 405 ? "method not allowed on this endpoint"
-                 : res.status == 400 ? "the request could not be read (its request line, headers or body)"
-                                     : "the request was refused (HTTP " + std::to_string(res.status) + ")");
-  });
-  server.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response& res) {
-    // Before the body is read: a declared length over the limit is refused at once (httplib would
-    // first wait for the body); the connection is closed after the answer, as every one is.
-    if (req.has_header("Content-Length")) {
-      const auto declared = req.get_header_value("Content-Length");
-      if (declared.size() > 18 || std::stoull("0" + declared) > limits.max_body_bytes) {
-        send_error(res, 413,
-                   "the declared request body of " + declared + " bytes is over the server's limit (" +
-                       std::to_string(limits.max_body_bytes) + ", --max-body-mb)");
-        return httplib::Server::HandlerResponse::Handled;
-      }
-    }
-    // A known path asked with another method whose body httplib never reads (GET, HEAD, OPTIONS,
-    // DELETE...): 405 naming the one it takes (httplib alone says 404). POST, PUT and PATCH go on,
-    // so that their body is read before the error handler's 405.
-    const auto allowed = allowed_method(req.path);
-    const bool body_read = req.method == "POST" || req.method == "PUT" || req.method == "PATCH";
-    if (!allowed.empty() && req.method != allowed && !(allowed == "GET" && req.method == "HEAD") && !body_read) {
-      res.set_header("Allow", allowed);
-      send_error(res, 405, "this endpoint takes " + allowed);
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    if (req.path.rfind("/v1/", 0) != 0) return httplib::Server::HandlerResponse::Unhandled;
-    if (stopping) {
-      send_error(res, 503, "the server is stopping");
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    const auto auth = req.get_header_value("Authorization");
-    if (!api_key.empty() && !(auth.rfind("Bearer ", 0) == 0 && same_key(auth.substr(7), api_key))) {
-      res.set_header("WWW-Authenticate", "Bearer");
-      send_error(res, 401, "missing or wrong API key (send 'Authorization: Bearer KEY')");
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
+  set_error_answers(server);
+  set_gatekeeper(server, limits.max_body_bytes, api_key, stopping);
   auto api = [&](const std::function<json(const Fields&)>& work) {
     return [&, work](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
       try {
