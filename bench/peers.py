@@ -78,10 +78,10 @@ def engine_cmd(engine, a, rows):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cpp", required=True, help="bench_groupvit")
-    ap.add_argument("--converted", required=True, help="the converted model directory (ours)")
-    ap.add_argument("--hf", required=True, help="the same model as a Hugging Face checkpoint (the peers)")
-    ap.add_argument("--cache", required=True, type=Path, help="where the ONNX and OpenVINO exports are kept")
+    ap.add_argument("--cpp", help="bench_groupvit (required unless --render)")
+    ap.add_argument("--converted", help="the converted model directory (ours)")
+    ap.add_argument("--hf", help="the same model as a Hugging Face checkpoint (the peers)")
+    ap.add_argument("--cache", type=Path, help="where the ONNX and OpenVINO exports are kept")
     ap.add_argument("--report", required=True, type=Path)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--rounds", type=int, default=3)
@@ -90,7 +90,16 @@ def main():
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--rows", default="image_fp32_b1,image_fp32_b8,image_fp32_b32,text_fp32_1,text_fp32_80",
                     help="bf16 rows are added on CPUs with bf16 instructions")
+    ap.add_argument("--render", type=Path, help="only write the report again from this JSON of an earlier run")
     a = ap.parse_args()
+    if a.render:
+        result = json.loads(a.render.read_text())
+        a.warmup = result.get("warmup", a.warmup)
+        a.report.write_text(render(result, a, "image_bf16_b32" in result["table"]))
+        print(a.report.read_text())
+        return 0
+    if not (a.cpp and a.converted and a.hf and a.cache):
+        ap.error("--cpp, --converted, --hf and --cache are needed to run the benchmark")
     engines = a.engines.split(",")
     cpu, flags = cpu_info()
     bf16 = has_bf16(flags)
@@ -149,7 +158,7 @@ def main():
     load = {e: statistics.median([rd[e].get("load_s", float("nan")) for rd in rounds]) for e in engines}
     versions = {e: rounds[0][e].get("version") or f"on LibTorch {rounds[0][e].get('torch')}" for e in engines}
     result = {"cpu": cpu, "cpu_flags": [f for f in flags if f.startswith(("avx", "amx", "fma"))], "threads": a.threads,
-              "rounds": a.rounds, "reps": a.reps, "engines": engines, "versions": versions, "export_check": checks,
+              "rounds": a.rounds, "reps": a.reps, "warmup": a.warmup, "date": time.strftime("%Y-%m-%d"), "engines": engines, "versions": versions, "export_check": checks,
               "table": table, "peak_rss_mb": memory, "load_s": load, "raw": rounds}
     a.report.with_suffix(".json").write_text(json.dumps(result, indent=1))
     a.report.write_text(render(result, a, bf16))
@@ -162,7 +171,7 @@ def render(res, a, bf16):
     lines = [
         "# Peer benchmark: groupvit C++ against transformers, ONNX Runtime and OpenVINO on the CPU",
         "",
-        f"Made on {time.strftime('%Y-%m-%d')} by `scripts/bench.sh --peers` (bench/peers.py). Same seeded full-size "
+        f"Made on {res.get('date', '?')} by `scripts/bench.sh --peers` (bench/peers.py). Same seeded full-size "
         "checkpoint (scripts/make_demo_model.py), `randn` inputs, the same thread count for every engine; each engine "
         "in its own process, turns rotated every round; a ratio is the engine's median time over ours in the same round, "
         "then the median over the rounds (above 1: ours is faster).",
