@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "cli_common.h"
+#include "serve/deadline_server.h"
 #include "serve/serve_assets.h"
 #include "serve/service.h"
 
@@ -129,44 +130,6 @@ class Fields {
   bool multipart_ = false;
   json body_;
 };
-
-// The request with its body read through httplib's ContentReader, piece by piece, so that the whole
-// body must arrive within `limit`: httplib 0.11 bounds only the silence between reads, and a client
-// sending a byte a second would hold its connection for as long as it liked. Multipart parts go to
-// files (in the order sent, as httplib's own parser keeps them), anything else to body.
-httplib::Request with_body(const httplib::Request& req, const httplib::Response& res,
-                           const httplib::ContentReader& reader, std::chrono::seconds limit) {
-  using Clock = std::chrono::steady_clock;
-  httplib::Request full = req;
-  const auto deadline = Clock::now() + limit;
-  auto in_time = [&] { return Clock::now() < deadline; };
-  bool complete = false;
-  if (req.is_multipart_form_data()) {
-    auto part = full.files.end();
-    complete = reader(
-        [&](const httplib::MultipartFormData& header) {
-          part = full.files.emplace(header.name, header);
-          return in_time();
-        },
-        [&](const char* data, size_t size) {
-          if (part != full.files.end()) part->second.content.append(data, size);
-          return in_time();
-        });
-  } else {
-    complete = reader([&](const char* data, size_t size) {
-      full.body.append(data, size);
-      return in_time();
-    });
-  }
-  if (!complete) {
-    if (!in_time())
-      throw HttpError(
-          408, "the request body did not arrive within " + std::to_string(limit.count()) + " s (--request-timeout)");
-    if (res.status == 413) throw HttpError(413, "the request body is over the server's limit (--max-body-mb)");
-    throw HttpError(400, "the request body could not be read (cut short, or not the multipart form it declares)");
-  }
-  return full;
-}
 
 SegmentParams segment_params(const Fields& f) {
   SegmentParams p;
@@ -308,8 +271,9 @@ void add_serve_options(CLI::App* cmd, ServeOptions& o) {
   cmd->add_option("--max-labels", o.max_labels, "most labels per request")
       ->check(CLI::Range(1, 254))
       ->capture_default_str();
-  cmd->add_option("--request-timeout", o.request_timeout,
-                  "seconds a client may take to send a request body, and stay silent while sending or reading")
+  cmd->add_option(
+         "--request-timeout", o.request_timeout,
+         "seconds a client may take to send a whole request (408 after), or stay silent while reading the answer")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
   cmd->add_option("--max-connections", o.max_connections, "connections served at once (more wait)")
@@ -339,24 +303,19 @@ int run_serve(const Common& c, const ServeOptions& o) {
   ModelService service(c, limits, static_cast<size_t>(o.max_batch_size), o.max_wait_ms,
                        static_cast<size_t>(o.max_queue));
 
-  httplib::Server server;
+  DeadlineServer server(std::chrono::seconds(o.request_timeout));  // one request per connection
   std::atomic<bool> stopping{false};
   server.new_task_queue = [&o] { return new httplib::ThreadPool(static_cast<size_t>(o.max_connections)); };
   server.set_payload_max_length(limits.max_body_bytes);
   server.set_read_timeout(o.request_timeout);
   server.set_write_timeout(o.request_timeout);
-  // One request per connection. httplib 0.11 leaves a body it did not read (a refusal before the
-  // body, a GET with a body, a multipart cut short) on the connection and parses it as the next
-  // request, whose answer the client then takes for the one to its own next request. Closing after
-  // each answer rules that out; a reconnect on loopback costs far less than a model call.
-  server.set_keep_alive_max_count(1);
+  server.set_keep_alive_timeout(2);  // how long a new connection may stay silent before its first byte
   set_error_answers(server);
   set_gatekeeper(server, limits.max_body_bytes, api_key, stopping);
   auto api = [&](const std::function<json(const Fields&)>& work) {
-    return [&, work](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    return [&, work](const httplib::Request& req, httplib::Response& res) {
       try {
-        const auto full = with_body(req, res, reader, std::chrono::seconds(o.request_timeout));
-        send_json(res, 200, work(Fields(full)));
+        send_json(res, 200, work(Fields(req)));
       } catch (const HttpError& e) {
         send_error(res, e.status, e.what());
       } catch (const Unavailable& e) {
