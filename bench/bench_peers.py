@@ -139,17 +139,27 @@ def check_against(reference, engine_out, what):
     return res
 
 
-def make_onnx(model, tokenizer, cache):
-    """image.onnx and text.onnx in cache (once), checked against transformers with ONNX Runtime."""
-    import onnxruntime as ort
-    import torch
-
-    done = cache / "onnx.json"
+def cached_export(name, model, tokenizer, cache, export):
+    """The check of an engine's export, made once: export(model, tokenizer, cache, image_module, text_module,
+    pixels, ids, mask) writes its files into cache and returns the check, kept in cache/NAME.json."""
+    done = cache / f"{name}.json"
     if done.exists():
         return json.loads(done.read_text())
     cache.mkdir(parents=True, exist_ok=True)
-    pixels, ids, mask = example_inputs(tokenizer, **CHECK_INPUTS[0])
-    image_module, text_module = feature_modules(model)
+    check = export(model, tokenizer, cache, *feature_modules(model), *example_inputs(tokenizer, **CHECK_INPUTS[0]))
+    done.write_text(json.dumps(check))
+    return check
+
+
+def make_onnx(model, tokenizer, cache):
+    """image.onnx and text.onnx in cache (once), checked against transformers with ONNX Runtime."""
+    return cached_export("onnx", model, tokenizer, cache, export_onnx)
+
+
+def export_onnx(model, tokenizer, cache, image_module, text_module, pixels, ids, mask):
+    import onnxruntime as ort
+    import torch
+
     # The TorchScript exporter (dynamo=False): the one that exports transformers' GroupViT as it is,
     # with dynamic axes; opset 17 has LayerNormalization.
     torch.onnx.export(image_module, (pixels,), str(cache / "image.onnx"), input_names=["pixel_values"],
@@ -161,23 +171,18 @@ def make_onnx(model, tokenizer, cache):
                       opset_version=17, dynamo=False)
     image = ort.InferenceSession(str(cache / "image.onnx"), providers=["CPUExecutionProvider"])
     text = ort.InferenceSession(str(cache / "text.onnx"), providers=["CPUExecutionProvider"])
-    check = check_engine(model, tokenizer, lambda px: image.run(None, {"pixel_values": px})[0],
-                         lambda i, m: text.run(None, {"input_ids": i, "attention_mask": m})[0])
-    done.write_text(json.dumps(check))
-    return check
+    return check_engine(model, tokenizer, lambda px: image.run(None, {"pixel_values": px})[0],
+                        lambda i, m: text.run(None, {"input_ids": i, "attention_mask": m})[0])
 
 
 def make_openvino(model, tokenizer, cache):
     """image.xml and text.xml (OpenVINO IR) of ov.convert_model in cache (once), checked against transformers."""
-    import openvino as ov
-    import torch
+    return cached_export("openvino", model, tokenizer, cache, export_openvino)
 
-    done = cache / "openvino.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    cache.mkdir(parents=True, exist_ok=True)
-    pixels, ids, mask = example_inputs(tokenizer, **CHECK_INPUTS[0])
-    image_module, text_module = feature_modules(model)
+
+def export_openvino(model, tokenizer, cache, image_module, text_module, pixels, ids, mask):
+    import openvino as ov
+
     image = ov.convert_model(image_module, example_input=(pixels,), input=[ov.PartialShape([-1, 3, 224, 224])])
     text = ov.convert_model(text_module, example_input=(ids, mask),
                             input=[ov.PartialShape([-1, -1]), ov.PartialShape([-1, -1])])
@@ -187,9 +192,7 @@ def make_openvino(model, tokenizer, cache):
     f32 = {"INFERENCE_PRECISION_HINT": "f32"}
     image_c = core.compile_model(str(cache / "image.xml"), "CPU", f32)
     text_c = core.compile_model(str(cache / "text.xml"), "CPU", f32)
-    check = check_engine(model, tokenizer, lambda px: image_c([px])[0], lambda i, m: text_c([i, m])[0])
-    done.write_text(json.dumps(check))
-    return check
+    return check_engine(model, tokenizer, lambda px: image_c([px])[0], lambda i, m: text_c([i, m])[0])
 
 
 def cpu_has_bf16():

@@ -140,10 +140,11 @@ def main():
         table[row] = {}
         for engine in engines:
             times, ratios, info = [], [], {}
+            name = our_row(row, bf16) if engine == "ours" else row
             for rd in rounds:
-                mine = median_s(rd[engine], row if engine != "ours" else our_row(row, bf16))
+                mine = median_s(rd[engine], name)
                 ours = median_s(rd["ours"], our_row(row, bf16)) if "ours" in rd else None
-                v = rd[engine].get("rows", {}).get(row if engine != "ours" else our_row(row, bf16), {})
+                v = rd[engine].get("rows", {}).get(name, {})
                 info = {k: v[k] for k in ("skipped", "precision", "batch", "native_bf16") if k in v}
                 if mine is not None:
                     times.append(mine)

@@ -233,6 +233,16 @@ class Raw:
         except OSError:
             return False
 
+    def recv(self, timeout):
+        """Bytes received within `timeout`; b"" once closed (or reset); None if nothing came."""
+        self.s.settimeout(timeout)
+        try:
+            return self.s.recv(65536)
+        except socket.timeout:
+            return None
+        except (ConnectionResetError, BrokenPipeError):
+            return b""
+
     def response(self, timeout=10):
         """The response, or None if the connection was closed (or reset) without one. Raises TimeoutError."""
         deadline = time.time() + timeout
@@ -243,13 +253,9 @@ class Raw:
             left = deadline - time.time()
             if left <= 0:
                 raise TimeoutError(f"no response within {timeout}s (got {self.buf[:200]!r})")
-            self.s.settimeout(left)
-            try:
-                data = self.s.recv(65536)
-            except socket.timeout:
+            data = self.recv(left)
+            if data is None:
                 continue
-            except (ConnectionResetError, BrokenPipeError):
-                data = b""
             if not data:  # closed: a response without a length ends here, anything else is no response
                 head = parse_head(self.buf)
                 return Resp(head[0], head[1], self.buf[head[2]:]) if head else None
@@ -261,13 +267,9 @@ class Raw:
         assert got, "no response read yet"
         extra, deadline = got[1], time.time() + timeout
         while time.time() < deadline:
-            self.s.settimeout(max(0.01, deadline - time.time()))
-            try:
-                data = self.s.recv(65536)
-            except socket.timeout:
+            data = self.recv(max(0.01, deadline - time.time()))
+            if data is None:
                 continue
-            except (ConnectionResetError, BrokenPipeError):
-                data = b""
             if not data:
                 return extra
             extra += data
