@@ -44,7 +44,9 @@ void add_common(CLI::App* cmd, Common& c, bool with_device) {
                   "of 4+ digits); default main, else the newest snapshot");
   if (with_device) {
     cmd->add_option("--device", c.device, "cpu, cuda or cuda:N")->capture_default_str();
-    cmd->add_option("--dtype", c.dtype, "fp32, fp16 or bf16")->capture_default_str();
+    cmd->add_option("--dtype", c.dtype,
+                    "fp32, fp16 or bf16; int8 (CPU only): Linear layers in dynamic int8, all else float32")
+        ->capture_default_str();
     cmd->add_option("-t,--threads", c.threads, threads_help());
   }
   cmd->add_flag("--json", c.json_output, "print JSON for scripts instead of a table");
@@ -75,6 +77,25 @@ torch::Dtype parse_dtype(const std::string& text) {
   if (text == "fp16") return torch::kHalf;
   if (text == "bf16") return torch::kBFloat16;
   throw UsageError("unknown dtype '" + text + "' (expected fp32, fp16 or bf16)");
+}
+
+bool is_int8(const std::string& dtype) { return dtype == "int8"; }
+
+torch::Dtype compute_dtype(const std::string& text) {
+  if (is_int8(text)) return torch::kFloat;
+  try {
+    return parse_dtype(text);
+  } catch (const UsageError&) {
+    throw UsageError("unknown dtype '" + text + "' (expected fp32, fp16, bf16 or int8)");
+  }
+}
+
+groupvit::LoadOptions ModelPlacement::load_options() const {
+  groupvit::LoadOptions lo;
+  lo.device = device;
+  lo.dtype = dtype;
+  lo.int8_linear = int8;
+  return lo;
 }
 
 void resolve_model_option(Common& c) {
@@ -133,18 +154,17 @@ void check_threads(int threads) {
 ModelPlacement model_placement(const Common& c) {
   check_model_dir(c.model_dir);
   const auto device = parse_device(c.device);
-  const auto dtype = parse_dtype(c.dtype);
+  const auto dtype = compute_dtype(c.dtype);
+  if (is_int8(c.dtype) && !device.is_cpu())
+    throw UsageError("--dtype int8 runs on the CPU only (got --device " + c.device + ")");
   if (c.threads > 0) torch::set_num_threads(c.threads);
-  return {device, dtype};
+  return {device, dtype, is_int8(c.dtype)};
 }
 
 groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out) {
   const auto placement = model_placement(c);
-  groupvit::LoadOptions lo;
-  lo.device = placement.device;
-  lo.dtype = placement.dtype;
   if (device_out) *device_out = placement.device;
-  auto model = groupvit::load_model(c.model_dir, lo);
+  auto model = groupvit::load_model(c.model_dir, placement.load_options());
   // After the load, so its temporary buffers are not kept: repeated forwards then reuse their
   // activation memory instead of page-faulting it in again (groupvit/runtime/allocator.h).
   groupvit::keep_freed_memory_for_reuse();

@@ -53,6 +53,10 @@ std::string threads_help();
 
 torch::Device parse_device(const std::string& text);
 torch::Dtype parse_dtype(const std::string& text);
+// --dtype of the commands that run a model: parse_dtype's, or int8 (dynamic int8 Linear layers on
+// the CPU, groupvit/model/layers.h), whose activations and outputs are float32: kFloat.
+torch::Dtype compute_dtype(const std::string& text);
+bool is_int8(const std::string& dtype);
 
 // --model names a directory or a Hugging Face id in the local hub cache (model_source.h): made a
 // directory once, before any command checks or loads it. No --model (eval --predictions): nothing.
@@ -63,7 +67,9 @@ void check_model_dir(const std::string& dir);
 // --dtype parsed, --threads applied.
 struct ModelPlacement {
   torch::Device device;
-  torch::Dtype dtype;
+  torch::Dtype dtype;  // compute_dtype
+  bool int8 = false;
+  groupvit::LoadOptions load_options() const;
 };
 ModelPlacement model_placement(const Common& c);
 // model_placement, then load_model.

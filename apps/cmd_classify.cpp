@@ -64,8 +64,7 @@ class ClassifyJob : public BatchJob {
   ClassifyJob(const Common& c, const ClassifyOptions& o, const std::vector<std::string>& labels)
       : o_(o), labels_(labels) {
     const auto placement = model_placement(c);
-    model_ =
-        std::make_unique<groupvit::GroupViT>(groupvit::GroupViT::load(c.model_dir, placement.device, placement.dtype));
+    model_ = std::make_unique<groupvit::GroupViT>(groupvit::GroupViT::load(c.model_dir, placement.load_options()));
     if (model_->uses_default_preprocessing()) note_default_preprocessing(c.model_dir);
     torch::NoGradGuard no_grad;
     if (o.templates.empty()) {  // the pipeline's way: one text a label, encoded as similarity encodes it

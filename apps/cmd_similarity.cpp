@@ -28,8 +28,7 @@ class SimilarityJob : public BatchJob {
  public:
   SimilarityJob(const Common& c, const std::vector<std::string>& texts) : texts_(texts) {
     const auto placement = model_placement(c);
-    model_ =
-        std::make_unique<groupvit::GroupViT>(groupvit::GroupViT::load(c.model_dir, placement.device, placement.dtype));
+    model_ = std::make_unique<groupvit::GroupViT>(groupvit::GroupViT::load(c.model_dir, placement.load_options()));
     if (model_->uses_default_preprocessing()) note_default_preprocessing(c.model_dir);
     const auto tokens = model_->tokenize(texts);
     text_embeds_ = model_->encode_texts(tokens.input_ids, tokens.attention_mask);

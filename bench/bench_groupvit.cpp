@@ -365,6 +365,48 @@ int main(int argc, char** argv) {
       json png = time_it([&] { groupvit::encode_paletted_png(label_bytes, 480, 640, palette); }, 1, reps, false);
       results["seg_postprocess"] = {{"windows_forward_s", r["median_s"]}, {"png_encode_s", png["median_s"]}};
     }
+    // Dynamic int8 (--dtype int8): the same rows, and its accuracy against float32 on 16 images.
+    // Last, since quantizing releases the float32 weights.
+    const bool int8_rows = want("image_int8_b1") || want("image_int8_b8") || want("image_int8_b32") ||
+                           want("text_int8_1") || want("text_int8_80") || want("int8_accuracy");
+    if (int8_rows && !cuda) {
+      auto check_pixels = torch::randn({16, 3, 224, 224}, opts);
+      auto fp32_embeds = model.model()->get_image_features(check_pixels);
+      auto fp32_assign = model.model()->vision_model(check_pixels, false, true).attentions;
+      const auto t0 = Clock::now();
+      model.model()->quantize_linear_int8();
+      const double quantize_s = seconds_since(t0);
+      for (int64_t batch : {1, 8, 32}) {
+        const std::string name = "image_int8_b" + std::to_string(batch);
+        if (!want(name)) continue;
+        auto pixels = torch::randn({batch, 3, 224, 224}, opts);
+        auto r = time_it([&] { model.model()->get_image_features(pixels); }, warmup, reps, cuda);
+        r["images_per_s"] = static_cast<double>(batch) / r["median_s"].get<double>();
+        results[name] = r;
+      }
+      for (int64_t n : {1, 80}) {
+        const std::string name = "text_int8_" + std::to_string(n);
+        if (!want(name)) continue;
+        std::vector<std::string> prompts;
+        for (int64_t i = 0; i < n; ++i) prompts.push_back("a photo of a " + labels[i % labels.size()] + ".");
+        auto tokens = model.tokenize(prompts);
+        results[name] = time_it([&] { model.model()->get_text_features(tokens.input_ids, tokens.attention_mask); },
+                                warmup, reps, cuda);
+      }
+      auto int8_embeds = model.model()->get_image_features(check_pixels);
+      auto int8_assign = model.model()->vision_model(check_pixels, false, true).attentions;
+      double agree = 0, total = 0;
+      for (size_t s = 0; s < int8_assign.size(); ++s) {
+        agree += (int8_assign[s].argmax(1) == fp32_assign[s].argmax(1)).sum().item<double>();
+        total += static_cast<double>(fp32_assign[s].argmax(1).numel());
+      }
+      results["int8_accuracy"] = {
+          {"images", 16},
+          {"quantize_s", quantize_s},
+          {"qengine", at::globalContext().qEngine() == at::QEngine::FBGEMM ? "fbgemm" : "onednn"},
+          {"min_cosine", torch::cosine_similarity(int8_embeds, fp32_embeds, 1).min().item<double>()},
+          {"assignment_agreement", agree / total}};
+    }
     out["rows"] = results;
     out["image_flops_per_image"] = flops;
   } catch (const std::exception& e) {

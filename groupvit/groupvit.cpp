@@ -17,11 +17,19 @@ GroupViT::GroupViT(GroupViTModel model, ClipTokenizer tokenizer, ImagePreprocess
       dtype_(dtype) {}
 
 GroupViT GroupViT::load(const std::string& model_dir, torch::Device device, torch::Dtype dtype) {
-  auto model = load_model(model_dir, {device, dtype});
+  LoadOptions options;
+  options.device = device;
+  options.dtype = dtype;
+  return load(model_dir, options);
+}
+
+GroupViT GroupViT::load(const std::string& model_dir, const LoadOptions& options) {
+  auto model = load_model(model_dir, options);
   auto tokenizer = ClipTokenizer::from_directory(model_dir);
   bool default_preprocessing = false;
   auto preprocess = ImagePreprocessConfig::for_model_dir(model_dir, &default_preprocessing);
-  return GroupViT(std::move(model), std::move(tokenizer), std::move(preprocess), default_preprocessing, device, dtype);
+  return GroupViT(std::move(model), std::move(tokenizer), std::move(preprocess), default_preprocessing, options.device,
+                  options.dtype);
 }
 
 TokenizedBatch GroupViT::tokenize(const std::vector<std::string>& texts) const {

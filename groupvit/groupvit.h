@@ -32,6 +32,9 @@ class GroupViT {
   // Throws WeightsError, ConfigError, TokenizerError or ImageError naming the file at fault.
   static GroupViT load(const std::string& model_dir, torch::Device device = torch::kCPU,
                        torch::Dtype dtype = torch::kFloat);
+  // The same with every load option, e.g. {torch::kCPU, torch::kFloat, /*int8_linear=*/true} for
+  // dynamic int8 Linear layers (GroupViTModelImpl::quantize_linear_int8).
+  static GroupViT load(const std::string& model_dir, const LoadOptions& options);
 
   // --- inputs -----------------------------------------------------------------------
   // Token ids and attention mask [N, L] (int64, on the model's device), padded to the longest.

@@ -123,6 +123,15 @@ def test_embed():
     assert np.abs(got - want).max() < 1e-5
     run("embed", "--model", FIX / "model", "--input", images[0], "--text", "x", "--output", out / "b.npy")
     assert np.load(out / "b.image.npy").shape[0] == 1 and np.load(out / "b.text.npy").shape[0] == 1
+    # --dtype int8 (dynamic int8 Linear layers): close to float32; test_int8.cpp checks it against quantize_dynamic
+    run("embed", "--model", FIX / "model", "--input", *images, "--text", *texts, "--output", out / "q.json",
+        "--dtype", "int8")
+    q = json.loads((out / "q.json").read_text())
+    for key in ("image_embeds", "text_embeds"):
+        got, want = np.array(q[key], dtype=np.float64), ref[key].numpy().astype(np.float64)
+        cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+        errs["int8 " + key + " min cosine"] = float(cos.min())
+        assert cos.min() > 0.99, errs
     print("embed max relative error", errs)
 
 
@@ -289,6 +298,8 @@ def test_errors():
          '"cat" is given twice (entries 1 and 3)'),
         (["segment", "--model", FIX / "model", "--labels", ",".join(f"c{i}" for i in range(255)), "--input", img,
           "--output", out], "at most 254 labels"),
+        (["embed", "--model", FIX / "model", "--text", "x", "--output", out / "t.json", "--dtype", "int4"],
+         "unknown dtype 'int4' (expected fp32, fp16, bf16 or int8)"),
     ]
     if torch.cuda.is_available():
         cases = [c for c in cases if "no CUDA device" not in c[1]]

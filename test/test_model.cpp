@@ -315,7 +315,8 @@ bool called(const std::vector<std::string>& names, const std::string& op) {
 
 TEST_CASE("linear: oneDNN for large float32 CPU batches, equal to at::linear; autograd stays on aten", "[model]") {
   torch::manual_seed(3);
-  torch::nn::Linear fc(384, 1536);
+  groupvit::Linear fc(384, 1536);
+  fc->reset_parameters();
   const auto big = torch::randn({3, 400, 384});  // 1200 rows: over the default threshold of 1024
   const auto small = torch::randn({1, 260, 384});
   const auto transposed = torch::randn({3, 384, 400}).transpose(1, 2);  // the mixer MLP's strided input
@@ -340,7 +341,8 @@ TEST_CASE("linear: oneDNN for large float32 CPU batches, equal to at::linear; au
 }
 
 TEST_CASE("linear keeps autograd: with gradients it never takes the oneDNN op", "[model]") {
-  torch::nn::Linear fc(384, 64);
+  groupvit::Linear fc(384, 64);
+  fc->reset_parameters();
   const auto x = torch::randn({3, 400, 384}, torch::requires_grad());
   std::vector<std::string> names;
   names = operators_called([&] { groupvit::linear_activation(fc, x, "gelu").sum().backward(); });

@@ -80,7 +80,7 @@ ModelService::ModelService(const Common& c, const ServeLimits& limits, size_t ma
       limits_(limits),
       max_batch_(max_batch),
       max_wait_ms_(max_wait_ms),
-      model_(groupvit::GroupViT::load(c.model_dir, model_placement(c).device, parse_dtype(c.dtype))) {
+      model_(groupvit::GroupViT::load(c.model_dir, model_placement(c).load_options())) {
   if (model_.uses_default_preprocessing()) note_default_preprocessing(c.model_dir);
   batcher_ = std::make_unique<DynamicBatcher>(max_batch, std::chrono::milliseconds(max_wait_ms), max_queue,
                                               [this](std::vector<DynamicBatcher::Item*>& b) { run_batch(b); });

@@ -4,7 +4,10 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 
@@ -30,24 +33,24 @@ const c10::OperatorHandle* onednn_linear_op() {
   return op ? &*op : nullptr;
 }
 
-bool use_onednn(const torch::nn::Linear& layer, const torch::Tensor& x) {
+bool use_onednn(const LinearImpl& layer, const torch::Tensor& x) {
   const int64_t min_rows = onednn_min_rows();
-  if (min_rows < 0 || x.dim() < 2 || !x.device().is_cpu() || x.scalar_type() != torch::kFloat ||
-      layer->weight.scalar_type() != torch::kFloat || x.size(-1) == 0)
+  if (min_rows < 0 || layer.is_int8() || x.dim() < 2 || !x.device().is_cpu() || x.scalar_type() != torch::kFloat ||
+      layer.weight.scalar_type() != torch::kFloat || x.size(-1) == 0)
     return false;
   // The op has no derivative: training and anything else that records a graph stays on at::linear.
-  if (torch::GradMode::is_enabled() && (x.requires_grad() || layer->weight.requires_grad())) return false;
+  if (torch::GradMode::is_enabled() && (x.requires_grad() || layer.weight.requires_grad())) return false;
   return x.numel() / x.size(-1) >= min_rows && onednn_linear_op() != nullptr;
 }
 
 // mkldnn::_linear_pointwise(Tensor X, Tensor W, Tensor? B, str attr, Scalar?[] scalars, str? algorithm),
 // called boxed so that a change in its C++ signature cannot break the build.
-torch::Tensor onednn_linear(const torch::nn::Linear& layer, const torch::Tensor& x, const std::string& attr,
+torch::Tensor onednn_linear(const LinearImpl& layer, const torch::Tensor& x, const std::string& attr,
                             const std::string& algorithm) {
   torch::jit::Stack stack;
   stack.emplace_back(x);
-  stack.emplace_back(layer->weight);
-  stack.emplace_back(layer->bias.defined() ? c10::IValue(layer->bias) : c10::IValue());
+  stack.emplace_back(layer.weight);
+  stack.emplace_back(layer.bias.defined() ? c10::IValue(layer.bias) : c10::IValue());
   stack.emplace_back(attr);
   stack.emplace_back(c10::List<std::optional<c10::Scalar>>());
   stack.emplace_back(algorithm);
@@ -55,16 +58,105 @@ torch::Tensor onednn_linear(const torch::nn::Linear& layer, const torch::Tensor&
   return stack.back().toTensor();
 }
 
-}  // namespace
-
-torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
-  if (use_onednn(layer, x)) return onednn_linear(layer, x, "none", "");
-  return at::linear(x, layer->weight, layer->bias);
+c10::OperatorHandle quantized_op(const char* name) {
+  const auto op = c10::Dispatcher::singleton().findOp(c10::OperatorName(name, ""));
+  if (!op) throw std::runtime_error(std::string("this LibTorch has no ") + name + " (no quantized engine)");
+  return *op;
 }
 
-torch::Tensor linear_activation(const torch::nn::Linear& layer, const torch::Tensor& x, const std::string& act) {
-  if ((act == "gelu" || act == "gelu_new" || act == "gelu_pytorch_tanh") && use_onednn(layer, x))
-    return onednn_linear(layer, x, "gelu", act == "gelu" ? "none" : "tanh");
+// The engine the packed weights are made for, chosen once from what this LibTorch and CPU offer:
+// FBGEMM (AVX2 and AVX-512 kernels, VNNI where present), else oneDNN. Prepacked weights belong to
+// the engine that packed them, so it is set before the first prepack and then left alone.
+void select_quantized_engine() {
+  static const bool done = [] {
+    const auto& engines = at::globalContext().supportedQEngines();
+    for (const auto engine : {at::QEngine::FBGEMM, at::QEngine::ONEDNN}) {
+      if (std::find(engines.begin(), engines.end(), engine) != engines.end()) {
+        at::globalContext().setQEngine(engine);
+        return true;
+      }
+    }
+    throw std::runtime_error("this LibTorch has neither the FBGEMM nor the oneDNN quantized engine");
+  }();
+  (void)done;
+}
+
+// PerChannelMinMaxObserver(qint8, per_channel_symmetric) on the weight's rows, as the reference's
+// quantize_dynamic computes it: scale = max(|min|, |max|) / 127.5 (float32, at least float32's eps),
+// zero point 0; then quantize_per_channel with the scales as double.
+torch::Tensor quantize_weight_per_channel(const torch::Tensor& weight) {
+  const auto w = weight.detach().to(torch::kFloat).contiguous();
+  const auto min_neg = std::get<0>(w.min(1)).clamp_max(0);
+  const auto max_pos = std::get<0>(w.max(1)).clamp_min(0);
+  auto scale = torch::max(-min_neg, max_pos) / ((127.0f - -128.0f) / 2.0f);
+  scale = scale.clamp_min(std::numeric_limits<float>::epsilon());
+  const auto zero_points = torch::zeros({w.size(0)}, torch::kLong);
+  return torch::quantize_per_channel(w, scale.to(torch::kDouble), zero_points, 0, torch::kQInt8);
+}
+
+torch::Tensor run_linear(const LinearImpl& layer, const torch::Tensor& x) {
+  if (layer.is_int8()) {
+    // quantized::linear_dynamic(Tensor X, LinearPackedParamsBase W_prepack, bool reduce_range), with
+    // reduce_range as the reference's DynamicQuantizedLinear passes it (7-bit activations, which keep
+    // FBGEMM's 16-bit intermediate sums from saturating).
+    static const c10::OperatorHandle op = quantized_op("quantized::linear_dynamic");
+    torch::jit::Stack stack{x.to(torch::kFloat).contiguous(), layer.int8_weight(), true};
+    op.callBoxed(&stack);
+    return stack.back().toTensor().to(x.scalar_type());
+  }
+  if (use_onednn(layer, x)) return onednn_linear(layer, x, "none", "");
+  return at::linear(x, layer.weight, layer.bias);
+}
+
+}  // namespace
+
+namespace {
+thread_local bool skip_parameter_init = false;
+}  // namespace
+
+SkipParameterInit::SkipParameterInit() : previous_(skip_parameter_init) { skip_parameter_init = true; }
+SkipParameterInit::~SkipParameterInit() { skip_parameter_init = previous_; }
+bool SkipParameterInit::active() { return skip_parameter_init; }
+
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features)
+    : in_features(in_features), out_features(out_features) {
+  reset();
+}
+
+void LinearImpl::reset() {
+  weight = register_parameter("weight", torch::empty({out_features, in_features}));
+  bias = register_parameter("bias", torch::empty({out_features}));
+  int8_weight_ = c10::IValue();
+  if (!SkipParameterInit::active()) reset_parameters();
+}
+
+void LinearImpl::reset_parameters() {  // nn.Linear.reset_parameters
+  torch::NoGradGuard no_grad;
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  const double bound = in_features > 0 ? 1.0 / std::sqrt(static_cast<double>(in_features)) : 0.0;
+  bias.uniform_(-bound, bound);
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return run_linear(*this, x); }
+
+void LinearImpl::quantize_int8() {
+  if (is_int8()) return;
+  if (!weight.device().is_cpu()) throw std::runtime_error("int8 Linear layers run on the CPU only");
+  select_quantized_engine();
+  torch::jit::Stack stack{quantize_weight_per_channel(weight), bias.detach().to(torch::kFloat).contiguous()};
+  static const c10::OperatorHandle prepack = quantized_op("quantized::linear_prepack");
+  prepack.callBoxed(&stack);
+  int8_weight_ = stack.back();
+  // The prepacked copy is all the forward uses: the float weight's memory goes (its shape with it).
+  torch::NoGradGuard no_grad;
+  weight.set_data(torch::empty({0}, weight.options()));
+}
+
+torch::Tensor linear(const Linear& layer, const torch::Tensor& x) { return run_linear(*layer, x); }
+
+torch::Tensor linear_activation(const Linear& layer, const torch::Tensor& x, const std::string& act) {
+  if ((act == "gelu" || act == "gelu_new" || act == "gelu_pytorch_tanh") && use_onednn(*layer, x))
+    return onednn_linear(*layer, x, "gelu", act == "gelu" ? "none" : "tanh");
   return activation(act, linear(layer, x));
 }
 
@@ -87,10 +179,10 @@ GroupViTAttentionImpl::GroupViTAttentionImpl(int64_t embed_dim, int64_t num_head
     throw std::invalid_argument("embed_dim " + std::to_string(embed_dim) + " is not divisible by num_heads " +
                                 std::to_string(num_heads));
   // Registration order follows the reference so that parameter lists line up.
-  k_proj = register_module("k_proj", torch::nn::Linear(embed_dim, embed_dim));
-  v_proj = register_module("v_proj", torch::nn::Linear(embed_dim, embed_dim));
-  q_proj = register_module("q_proj", torch::nn::Linear(embed_dim, embed_dim));
-  out_proj = register_module("out_proj", torch::nn::Linear(embed_dim, embed_dim));
+  k_proj = register_module("k_proj", Linear(embed_dim, embed_dim));
+  v_proj = register_module("v_proj", Linear(embed_dim, embed_dim));
+  q_proj = register_module("q_proj", Linear(embed_dim, embed_dim));
+  out_proj = register_module("out_proj", Linear(embed_dim, embed_dim));
 }
 
 torch::Tensor GroupViTAttentionImpl::forward(const torch::Tensor& hidden_states,
@@ -116,8 +208,8 @@ torch::Tensor GroupViTAttentionImpl::forward(const torch::Tensor& hidden_states,
 
 GroupViTMLPImpl::GroupViTMLPImpl(int64_t hidden_size, int64_t intermediate_size, int64_t output_size, std::string act)
     : act_(std::move(act)) {
-  fc1 = register_module("fc1", torch::nn::Linear(hidden_size, intermediate_size));
-  fc2 = register_module("fc2", torch::nn::Linear(intermediate_size, output_size));
+  fc1 = register_module("fc1", Linear(hidden_size, intermediate_size));
+  fc2 = register_module("fc2", Linear(intermediate_size, output_size));
 }
 
 torch::Tensor GroupViTMLPImpl::forward(const torch::Tensor& x) { return linear(fc2, linear_activation(fc1, x, act_)); }

@@ -3,9 +3,9 @@
 // registered under the Hugging Face names so that named_parameters() are checkpoint keys.
 #pragma once
 
+#include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
@@ -24,14 +24,58 @@ struct GroupViTEncoderOutput {
   std::vector<torch::Tensor> attentions;
 };
 
+// While one of these lives on a thread, the Linear layers and embedding tables constructed there
+// are allocated without their random initialisation, which load_model is about to overwrite:
+// LibTorch's init (a serial RNG over every weight) was most of the load time. Without it, layers
+// are initialised as nn.Linear and nn.Embedding are.
+class SkipParameterInit {
+ public:
+  SkipParameterInit();
+  ~SkipParameterInit();
+  SkipParameterInit(const SkipParameterInit&) = delete;
+  SkipParameterInit& operator=(const SkipParameterInit&) = delete;
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
+// nn.Linear's parameters, "weight" [out, in] and "bias" [out], as torch::nn::Linear has them, and
+// its initialisation (reset_parameters, skipped under SkipParameterInit).
+//
+// quantize_int8() turns the layer into Python's dynamically quantized Linear
+// (torch.ao.quantization.quantize_dynamic with per_channel_dynamic_qconfig): per-output-channel
+// symmetric int8 weights prepacked once for LibTorch's quantized engine, activations quantized per
+// call; the float weight is released, so no float32 copy stays behind the int8 one.
+class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features);
+  void reset() override;
+  void reset_parameters();
+  torch::Tensor forward(const torch::Tensor& x);
+
+  // CPU, float32 weights only; throws std::runtime_error when LibTorch has no quantized engine.
+  void quantize_int8();
+  bool is_int8() const { return !int8_weight_.isNone(); }
+  const c10::IValue& int8_weight() const { return int8_weight_; }  // LinearPackedParamsBase
+
+  int64_t in_features, out_features;
+  torch::Tensor weight, bias;
+
+ private:
+  c10::IValue int8_weight_;
+};
+TORCH_MODULE(Linear);
+
 // A Linear layer applied like Python's nn.Linear (at::linear, which fuses the bias into the GEMM),
 // and on the CPU in float32 without autograd, inputs of at least GROUPVIT_ONEDNN_MIN_ROWS rows (1024;
 // "off" disables it) on oneDNN's inner product, faster at batched shapes (docs/design-notes.md).
-torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x);
+// A quantized layer runs quantized::linear_dynamic (float32 in and out).
+torch::Tensor linear(const Linear& layer, const torch::Tensor& x);
 
 // activation(act, linear(layer, x)); on the oneDNN path above, GELU (erf or tanh form) is fused
 // into the matrix multiply's epilogue.
-torch::Tensor linear_activation(const torch::nn::Linear& layer, const torch::Tensor& x, const std::string& act);
+torch::Tensor linear_activation(const Linear& layer, const torch::Tensor& x, const std::string& act);
 
 // The activations of the reference's ACT2FN that configs may name.
 torch::Tensor activation(const std::string& name, const torch::Tensor& x);
@@ -47,7 +91,7 @@ class GroupViTAttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& hidden_states, const torch::Tensor& encoder_hidden_states = {},
                         const torch::Tensor& attention_mask = {});
 
-  torch::nn::Linear k_proj{nullptr}, v_proj{nullptr}, q_proj{nullptr}, out_proj{nullptr};
+  Linear k_proj{nullptr}, v_proj{nullptr}, q_proj{nullptr}, out_proj{nullptr};
 
  private:
   int64_t embed_dim_, num_heads_, head_dim_;
@@ -61,7 +105,7 @@ class GroupViTMLPImpl : public torch::nn::Module {
   GroupViTMLPImpl(int64_t hidden_size, int64_t intermediate_size, int64_t output_size, std::string act);
   torch::Tensor forward(const torch::Tensor& x);
 
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  Linear fc1{nullptr}, fc2{nullptr};
 
  private:
   std::string act_;

@@ -9,11 +9,25 @@ namespace groupvit {
 namespace {
 
 torch::nn::Sequential projection_head(int64_t in, int64_t hidden, int64_t out) {
-  return torch::nn::Sequential(torch::nn::Linear(in, hidden), torch::nn::BatchNorm1d(hidden), torch::nn::ReLU(),
-                               torch::nn::Linear(hidden, out));
+  return torch::nn::Sequential(Linear(in, hidden), torch::nn::BatchNorm1d(hidden), torch::nn::ReLU(),
+                               Linear(hidden, out));
 }
 
 }  // namespace
+
+std::vector<std::string> GroupViTModelImpl::quantize_linear_int8() {
+  auto ends_with = [](const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  std::vector<std::string> quantized;
+  for (const auto& item : named_modules()) {
+    auto* layer = dynamic_cast<LinearImpl*>(item.value().get());
+    if (layer == nullptr || ends_with(item.key(), "assign.q_proj") || ends_with(item.key(), "assign.k_proj")) continue;
+    layer->quantize_int8();
+    quantized.push_back(item.key());
+  }
+  return quantized;
+}
 
 torch::Tensor l2_normalize(const torch::Tensor& x) {
   return x / x.norm(2, -1, /*keepdim=*/true).clamp_min(1e-12).expand_as(x);

@@ -45,6 +45,12 @@ class GroupViTModelImpl : public torch::nn::Module {
   torch::Tensor segmentation_logits(const VisionModelOutput& vision, const torch::Tensor& text_embeds, int64_t height,
                                     int64_t width);
 
+  // Dynamic int8 for every Linear layer on the CPU (LinearImpl::quantize_int8) except the grouping
+  // blocks' assign q_proj and k_proj, whose outputs are the assignment logits: those stay float32
+  // so that the hard assignment's argmax is taken over float32 logits. Inference only; returns the
+  // names of the quantized layers.
+  std::vector<std::string> quantize_linear_int8();
+
   const GroupViTConfig& config() const { return config_; }
 
   GroupViTTextTransformer text_model{nullptr};

@@ -9,9 +9,15 @@
 namespace groupvit {
 
 GroupViTTextEmbeddingsImpl::GroupViTTextEmbeddingsImpl(const GroupViTTextConfig& c) {
-  token_embedding = register_module("token_embedding", torch::nn::Embedding(c.vocab_size, c.hidden_size));
-  position_embedding =
-      register_module("position_embedding", torch::nn::Embedding(c.max_position_embeddings, c.hidden_size));
+  // Under SkipParameterInit given an uninitialised weight, so that the table is not filled with
+  // normal_ only to be overwritten by the checkpoint.
+  auto table = [](int64_t rows, int64_t width) {
+    auto options = torch::nn::EmbeddingOptions(rows, width);
+    if (SkipParameterInit::active()) options._weight(torch::empty({rows, width}));
+    return torch::nn::Embedding(options);
+  };
+  token_embedding = register_module("token_embedding", table(c.vocab_size, c.hidden_size));
+  position_embedding = register_module("position_embedding", table(c.max_position_embeddings, c.hidden_size));
   // The reference's position_ids buffer is non-persistent (not in its state dict): positions
   // are made on the fly instead, so named_buffers() stays equal to the checkpoint's keys.
 }

@@ -87,10 +87,10 @@ torch::Tensor GroupViTCrossAttentionLayerImpl::forward(const torch::Tensor& quer
 
 GroupViTAssignAttentionImpl::GroupViTAssignAttentionImpl(const GroupViTVisionConfig& c)
     : scale_(1.0 / std::sqrt(static_cast<double>(c.hidden_size))), assign_eps_(c.assign_eps) {
-  q_proj = register_module("q_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
-  k_proj = register_module("k_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
-  v_proj = register_module("v_proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
-  proj = register_module("proj", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  q_proj = register_module("q_proj", Linear(c.hidden_size, c.hidden_size));
+  k_proj = register_module("k_proj", Linear(c.hidden_size, c.hidden_size));
+  v_proj = register_module("v_proj", Linear(c.hidden_size, c.hidden_size));
+  proj = register_module("proj", Linear(c.hidden_size, c.hidden_size));
 }
 
 std::pair<torch::Tensor, torch::Tensor> GroupViTAssignAttentionImpl::forward(const torch::Tensor& query,

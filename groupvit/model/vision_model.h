@@ -66,7 +66,7 @@ class GroupViTAssignAttentionImpl : public torch::nn::Module {
   explicit GroupViTAssignAttentionImpl(const GroupViTVisionConfig& config);
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& query, const torch::Tensor& key);
 
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, proj{nullptr};
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, proj{nullptr};
 
  private:
   double scale_, assign_eps_;

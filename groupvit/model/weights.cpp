@@ -317,7 +317,10 @@ GroupViTModel load_model(const std::string& dir, const LoadOptions& options) {
     tensors = read_weights_file(weights_path);
   }
   check_file_can_hold(config, weights_path);
-  GroupViTModel model(config);
+  GroupViTModel model = [&] {
+    const SkipParameterInit every_parameter_is_loaded;  // load_state_dict refuses a missing one
+    return GroupViTModel(config);
+  }();
   if (safetensors) {
     load_safetensors(*model, weights_path);
   } else {
@@ -326,6 +329,11 @@ GroupViTModel load_model(const std::string& dir, const LoadOptions& options) {
   }
   model->eval();
   model->to(options.device, options.dtype);
+  if (options.int8_linear) {
+    if (!options.device.is_cpu() || options.dtype != torch::kFloat)
+      throw std::invalid_argument("int8 Linear layers need the CPU and float32 activations");
+    model->quantize_linear_int8();
+  }
   return model;
 }
 

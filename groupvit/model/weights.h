@@ -43,6 +43,8 @@ void load_safetensors(torch::nn::Module& module, const std::string& path);
 struct LoadOptions {
   torch::Device device = torch::kCPU;
   torch::Dtype dtype = torch::kFloat;
+  // GroupViTModelImpl::quantize_linear_int8 after the load: CPU and float32 only.
+  bool int8_linear = false;
 };
 
 // The weights file load_model would read in `dir`: model.safetensors (which the converter
