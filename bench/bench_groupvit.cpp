@@ -150,7 +150,8 @@ int main(int argc, char** argv) {
                "leave malloc as it is instead of keep_freed_memory_for_reuse() after the load (as the CLI does)");
   app.add_flag("--only-load", only_load, "only time loading (run in a fresh process for peak memory)");
   app.add_option("--profile", profile_row, "print operator self times over the timed runs of this row")
-      ->check(CLI::IsMember({"image_fp32_b1", "image_fp32_b32", "text_fp32_1", "text_fp32_80"}));
+      ->check(CLI::IsMember({"image_fp32_b1", "image_fp32_b32", "text_fp32_1", "text_fp32_80", "image_int8_b1",
+                             "image_int8_b32", "text_int8_1", "text_int8_80"}));
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) torch::set_num_threads(threads);
   const torch::Device device(device_name);
@@ -197,8 +198,10 @@ int main(int argc, char** argv) {
     const auto& config = model.model()->config();
     const auto opts = torch::TensorOptions().device(device);
     json results = json::object();
+    // The int8 rows profile the model after quantize_linear_int8 (--dtype int8).
+    if (profile_row.find("_int8_") != std::string::npos) model.model()->quantize_linear_int8();
     if (!profile_row.empty() && profile_row.rfind("text_", 0) == 0) {
-      const int64_t n = profile_row == "text_fp32_1" ? 1 : 80;
+      const int64_t n = (profile_row == "text_fp32_1" || profile_row == "text_int8_1") ? 1 : 80;
       const std::vector<std::string> words = {"cat", "dog", "person", "car", "tree", "sky", "road", "grass"};
       std::vector<std::string> prompts;
       for (int64_t i = 0; i < n; ++i) prompts.push_back("a photo of a " + words[i % words.size()] + ".");
@@ -210,7 +213,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (!profile_row.empty()) {
-      const int64_t batch = profile_row == "image_fp32_b1" ? 1 : 32;
+      const int64_t batch = (profile_row == "image_fp32_b1" || profile_row == "image_int8_b1") ? 1 : 32;
       auto pixels = torch::randn({batch, 3, 224, 224}, opts);
       out["profile"] = profile_ops([&] { model.model()->get_image_features(pixels); }, warmup, reps);
       out["profile"]["row"] = profile_row;

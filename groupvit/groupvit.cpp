@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <future>
 
 namespace groupvit {
 
@@ -24,8 +25,17 @@ GroupViT GroupViT::load(const std::string& model_dir, torch::Device device, torc
 }
 
 GroupViT GroupViT::load(const std::string& model_dir, const LoadOptions& options) {
-  auto model = load_model(model_dir, options);
-  auto tokenizer = ClipTokenizer::from_directory(model_dir);
+  // The tokenizer's vocabulary and merges (a seventh of a second) are parsed while the model loads.
+  auto tokenizer_loaded =
+      std::async(std::launch::async, [&model_dir] { return ClipTokenizer::from_directory(model_dir); });
+  GroupViTModel model{nullptr};
+  try {
+    model = load_model(model_dir, options);
+  } catch (...) {
+    tokenizer_loaded.wait();
+    throw;
+  }
+  auto tokenizer = tokenizer_loaded.get();
   bool default_preprocessing = false;
   auto preprocess = ImagePreprocessConfig::for_model_dir(model_dir, &default_preprocessing);
   return GroupViT(std::move(model), std::move(tokenizer), std::move(preprocess), default_preprocessing, options.device,
