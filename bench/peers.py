@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ENGINES = ["ours", "transformers", "onnxruntime", "openvino", "openvino-static"]
-NAMES = {"ours": "groupvit C++", "transformers": "transformers eager", "onnxruntime": "ONNX Runtime",
+ENGINES = ["ours", "ours-int8", "transformers", "onnxruntime", "openvino", "openvino-static"]
+NAMES = {"ours": "groupvit C++", "ours-int8": "groupvit C++ --dtype int8", "transformers": "transformers eager", "onnxruntime": "ONNX Runtime",
          "openvino": "OpenVINO (dynamic shapes)", "openvino-static": "OpenVINO (static shapes)"}
 TITLES = {"image_fp32_b1": "image features fp32, batch 1", "image_fp32_b8": "image features fp32, batch 8",
           "image_fp32_b32": "image features fp32, batch 32", "image_bf16_b32": "image features bf16, batch 32",
@@ -54,6 +54,13 @@ def our_row(row, bf16):
     return row.replace("default", "bf16" if bf16 else "fp32")
 
 
+def engine_row(engine, row, bf16):
+    """The row an engine is asked for: ours-int8 runs every image and text row in int8."""
+    if engine == "ours-int8":
+        return row.replace("fp32", "int8").replace("bf16", "int8").replace("default", "int8")
+    return our_row(row, bf16) if engine == "ours" else row
+
+
 def run(cmd, env=None):
     """(JSON it printed, its peak RSS in MiB, wall seconds); raises with its stderr on failure."""
     t0 = time.perf_counter()
@@ -70,7 +77,7 @@ def run(cmd, env=None):
 
 def engine_cmd(engine, a, rows):
     common = ["--threads", str(a.threads), "--reps", str(a.reps), "--warmup", str(a.warmup), "--rows", ",".join(rows)]
-    if engine == "ours":
+    if engine.startswith("ours"):
         return [a.cpp, "--model", a.converted, *common]
     return [sys.executable, str(HERE / "bench_peers.py"), "--engine", engine, "--model", a.hf, "--cache", str(a.cache),
             *common]
@@ -121,7 +128,7 @@ def main():
         order = engines[r % len(engines):] + engines[:r % len(engines)]
         got = {}
         for engine in order:
-            engine_rows = [our_row(x, bf16) for x in rows] if engine == "ours" else (
+            engine_rows = sorted({engine_row(engine, x, bf16) for x in rows}) if engine.startswith("ours") else (
                 peer_rows if engine.startswith("openvino") else rows)
             t = time.time()
             out, rss, wall = run(engine_cmd(engine, a, engine_rows), env)
@@ -140,7 +147,7 @@ def main():
         table[row] = {}
         for engine in engines:
             times, ratios, info = [], [], {}
-            name = our_row(row, bf16) if engine == "ours" else row
+            name = engine_row(engine, row, bf16)
             for rd in rounds:
                 mine = median_s(rd[engine], name)
                 ours = median_s(rd["ours"], our_row(row, bf16)) if "ours" in rd else None
@@ -211,6 +218,10 @@ def render(res, a, bf16):
     lines += [
         f"| load (s) | " + " | ".join(f"{res['load_s'][e]:.2f}" for e in engines) + " |",
         f"| peak memory of the process (MiB) | " + " | ".join(f"{res['peak_rss_mb'][e]:.0f}" for e in engines) + " |",
+        "",
+        "`--dtype int8` is ours with every Linear layer but the assignment logits' in dynamic int8; its ratio is its "
+        "time over our fp32 in the same round (below 1: int8 is faster), and its load row leaves out the int8 packing "
+        "done after it (in `docs/benchmarks.md`).",
         "",
         "Load: ours from the converted directory; transformers `from_pretrained`; ONNX Runtime and OpenVINO reading "
         "their exported model (their export is made once beforehand and not counted). Peak memory: the whole process "

@@ -69,6 +69,44 @@ def allocator_section(work, cpp, ref):
     return lines
 
 
+def int8_section(cpp):
+    """--dtype int8 (dynamic int8 Linear layers) against our own fp32 rows of the same run."""
+    rows = cpp["rows"]
+    pairs = [(f"image_int8_b{b}", f"image_fp32_b{b}", f"image features, batch {b}") for b in (1, 8, 32)]
+    pairs += [(f"text_int8_{n}", f"text_fp32_{n}", f"text features, {n} prompt{'s' if n > 1 else ''}") for n in (1, 80)]
+    pairs = [p for p in pairs if p[0] in rows and p[1] in rows]
+    if not pairs:
+        return []
+    lines = ["", "## int8 (`--dtype int8`)", "",
+             "Every Linear layer but the assignment logits' in dynamic int8 (LibTorch's quantized engine), against "
+             "our fp32 in the same run.", "", "| row | int8 | fp32 | speed-up over fp32 |", "|---|---|---|---|"]
+    for q, f, label in pairs:
+        lines.append(f"| {label} | {rows[q]['median_s'] * 1000:.1f} ms | {rows[f]['median_s'] * 1000:.1f} ms | "
+                     f"{rows[f]['median_s'] / rows[q]['median_s']:.2f}× |")
+    acc = rows.get("int8_accuracy")
+    if acc:
+        lines += ["", f"Against fp32 on {acc['images']} random-noise images: image embeddings min cosine "
+                      f"{acc['min_cosine']:.5f}, hard assignment agreement {acc['assignment_agreement']:.2%}; engine "
+                      f"{acc['qengine']}, quantizing the loaded model took {acc['quantize_s'] * 1000:.0f} ms."]
+    return lines
+
+
+def peers_section(peers_json):
+    """The latest peer run (scripts/bench.sh --peers, docs/peers.md), its table repeated here."""
+    if not peers_json.exists():
+        return []
+    import types
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import peers
+
+    res = json.loads(peers_json.read_text())
+    text = peers.render(res, types.SimpleNamespace(warmup=res.get("warmup", 1)), peers.has_bf16(res["cpu_flags"]))
+    body = text.split("\n", 1)[1]  # its own title
+    return ["", f"## Peers: ONNX Runtime, OpenVINO, transformers (the run of {res.get('date', '?')}, docs/peers.md)",
+            body.rstrip()]
+
+
 def main():
     work, out_md, out_json = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     cpp = json.loads((work / "cpp.json").read_text())
@@ -140,6 +178,7 @@ def main():
                   f"two window passes take {post['windows_forward_s'] * 1000:.0f} ms; grouping, resizing to the "
                   f"original size, class scoring, argmax and PNG encoding ({post['png_encode_s'] * 1000:.1f} ms) take "
                   f"the remaining {rest * 1000:.0f} ms = {rest / total:.0%} of the per-image time."]
+    lines += int8_section(cpp)
     lines += allocator_section(work, cpp, ref)
     comp = {k: v for k, v in ref["rows"].items() if k.startswith("compiled_")}
     if comp:
@@ -150,6 +189,7 @@ def main():
                          f"{cpp['rows'][base]['median_s'] / v['median_s']:.2f}")
     if "compile_error" in ref:
         lines.append(f"- torch.compile failed: {ref['compile_error']}")
+    lines += peers_section(out_md.parent / "peers.json")
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(lines) + "\n")
     out_json.write_text(json.dumps({"machine": machine, "rows": table, "ours": cpp, "reference": ref,
