@@ -2,6 +2,7 @@
 // configs, model directories with a file missing or unreadable, tokenizer files, and every input
 // the fuzzers ever kept (corpus and regressions) replayed through the fuzz entry points. Each case
 // must end in one exception that names the file and the problem; a crash fails the suite.
+#include "groupvit/formats/checksums.h"
 #include "groupvit/formats/config.h"
 #include "groupvit/formats/safetensors.h"
 #include "groupvit/model/model.h"
@@ -202,6 +203,31 @@ TEST_CASE("broken model.safetensors files give one error naming the file and the
   fs::remove(file);
   fs::create_directory(file);
   CHECK_THROWS_WITH(groupvit::load_model(dir), Catch::Contains(file.string()) && Catch::Contains("not a regular file"));
+}
+
+TEST_CASE("a model.safetensors that does not match checksums.sha256 is refused as such", "[robust]") {
+  // The hash runs beside the reading (load_model): its mismatch is the error, whether the damaged file
+  // still parses (flipped data bytes) or not (truncated), and a good file still loads.
+  TempDir tmp;
+  const auto config = tiny_config();
+  write_bytes(tmp.path / "config.json", config.to_json_string());
+  torch::manual_seed(7);
+  groupvit::GroupViTModel model(config);
+  const std::string valid = SafetensorsBuilder(state_of(model)).bytes();
+  const auto file = tmp.path / groupvit::kSafetensorsFile;
+  const std::string dir = tmp.path.string();
+  write_bytes(file, valid);
+  write_bytes(tmp.path / groupvit::kChecksumFile,
+              groupvit::sha256_of_file(file.string()) + "  " + groupvit::kSafetensorsFile + "\n");
+  REQUIRE_NOTHROW(groupvit::load_model(dir));
+  std::string flipped = valid;
+  for (size_t i = 0; i < 64; ++i)
+    flipped[flipped.size() - 200 + i] = static_cast<char>(~flipped[flipped.size() - 200 + i]);
+  for (const auto& bytes : {flipped, valid.substr(0, valid.size() * 6 / 10)}) {
+    write_bytes(file, bytes);
+    CHECK_THROWS_AS(groupvit::load_model(dir), groupvit::ChecksumError);
+    CHECK_THROWS_WITH(groupvit::load_model(dir), Catch::Contains(file.string()) && Catch::Contains("do not match"));
+  }
 }
 
 TEST_CASE("broken torch.save archives give one error naming the file and the problem", "[robust]") {

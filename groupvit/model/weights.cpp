@@ -352,14 +352,15 @@ GroupViTModel load_model(const std::string& dir, const LoadOptions& options) {
   // error reported even when the damaged file made the reading fail first.
   auto weights_verified = std::async(
       std::launch::async, [&dir, &weights_path] { verify_checksum(dir, fs::path(weights_path).filename().string()); });
+  GroupViTModel model{nullptr};
   try {
-    auto model = build_and_read(config_path, weights_path, options);
-    weights_verified.get();
-    return model;
+    model = build_and_read(config_path, weights_path, options);
   } catch (...) {
     weights_verified.get();  // throws ChecksumError instead when that is the cause
     throw;
   }
+  weights_verified.get();  // once only: a second get() on a future throws future_error
+  return model;
 }
 
 namespace {
