@@ -33,6 +33,16 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
+// Share of tokens, over every stage, whose hard assignment (argmax over groups) equals the reference's.
+double assignment_agreement(const std::vector<torch::Tensor>& ours, const std::vector<torch::Tensor>& ref) {
+  double agree = 0, total = 0;
+  for (size_t s = 0; s < ours.size(); ++s) {
+    agree += (ours[s].argmax(1) == ref[s].argmax(1)).sum().item<double>();
+    total += static_cast<double>(ref[s].argmax(1).numel());
+  }
+  return agree / total;
+}
+
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 double peak_rss_mb() {
@@ -238,15 +248,31 @@ int main(int argc, char** argv) {
       results["gemm_bf16"] = r;
     }
     const double flops = image_features_flops(config);
-    for (int64_t batch : {1, 8, 32}) {
-      const std::string name = "image_fp32_b" + std::to_string(batch);
-      if (!want(name)) continue;
-      auto pixels = torch::randn({batch, 3, 224, 224}, opts);
-      auto r = time_it([&] { model.model()->get_image_features(pixels); }, warmup, reps, cuda);
-      r["images_per_s"] = static_cast<double>(batch) / r["median_s"].get<double>();
-      r["gflops"] = flops * static_cast<double>(batch) / r["median_s"].get<double>() / 1e9;
-      results[name] = r;
-    }
+    // The image and text rows of one precision ("fp32", "int8"), as the model stands.
+    auto image_rows = [&](const std::string& tag) {
+      for (int64_t batch : {1, 8, 32}) {
+        const std::string name = "image_" + tag + "_b" + std::to_string(batch);
+        if (!want(name)) continue;
+        auto pixels = torch::randn({batch, 3, 224, 224}, opts);
+        auto r = time_it([&] { model.model()->get_image_features(pixels); }, warmup, reps, cuda);
+        r["images_per_s"] = static_cast<double>(batch) / r["median_s"].get<double>();
+        r["gflops"] = flops * static_cast<double>(batch) / r["median_s"].get<double>() / 1e9;
+        results[name] = r;
+      }
+    };
+    const std::vector<std::string> labels = {"cat", "dog", "person", "car", "tree", "sky", "road", "grass"};
+    auto text_rows = [&](const std::string& tag) {
+      for (int64_t n : {1, 80}) {
+        const std::string name = "text_" + tag + "_" + std::to_string(n);
+        if (!want(name)) continue;
+        std::vector<std::string> prompts;
+        for (int64_t i = 0; i < n; ++i) prompts.push_back("a photo of a " + labels[i % labels.size()] + ".");
+        auto tokens = model.tokenize(prompts);
+        results[name] = time_it([&] { model.model()->get_text_features(tokens.input_ids, tokens.attention_mask); },
+                                warmup, reps, cuda);
+      }
+    };
+    image_rows("fp32");
     if (want("image_bf16_b32") || want("bf16_accuracy")) {
       // Without native bf16 matrix units LibTorch falls back to a scalar kernel (seen: under
       // 1 GFLOP/s on an AVX2-only CPU); a full batch-32 row would then take many minutes, so
@@ -273,28 +299,13 @@ int main(int argc, char** argv) {
       }
       auto bf16_embeds = model.model()->get_image_features(px16).to(torch::kFloat);
       auto bf16_assign = model.model()->vision_model(px16, false, true).attentions;
-      double agree = 0, total = 0;
-      for (size_t s = 0; s < bf16_assign.size(); ++s) {
-        agree += (bf16_assign[s].argmax(1) == fp32_assign[s].argmax(1)).sum().item<double>();
-        total += static_cast<double>(fp32_assign[s].argmax(1).numel());
-      }
       results["bf16_accuracy"] = {
           {"images", check_batch},
           {"min_cosine", torch::cosine_similarity(bf16_embeds, fp32_embeds, 1).min().item<double>()},
-          {"assignment_agreement", agree / total}};
+          {"assignment_agreement", assignment_agreement(bf16_assign, fp32_assign)}};
       model.model()->to(torch::kFloat);
     }
-    const std::vector<std::string> labels = {"cat", "dog", "person", "car", "tree", "sky", "road", "grass"};
-    for (int64_t n : {1, 80}) {
-      const std::string name = "text_fp32_" + std::to_string(n);
-      if (!want(name)) continue;
-      std::vector<std::string> prompts;
-      for (int64_t i = 0; i < n; ++i) prompts.push_back("a photo of a " + labels[i % labels.size()] + ".");
-      auto tokens = model.tokenize(prompts);
-      auto r = time_it([&] { model.model()->get_text_features(tokens.input_ids, tokens.attention_mask); }, warmup, reps,
-                       cuda);
-      results[name] = r;
-    }
+    text_rows("fp32");
     auto text_embeds = model.encode_texts({"a photo of a cat.", "a photo of a dog.", "a photo of a person.",
                                            "a photo of a car.", "a photo of a tree.", "a photo of the sky."});
     if (want("seg_hf_224")) {
@@ -384,37 +395,17 @@ int main(int argc, char** argv) {
       const auto t0 = Clock::now();
       model.model()->quantize_linear_int8();
       const double quantize_s = seconds_since(t0);
-      for (int64_t batch : {1, 8, 32}) {
-        const std::string name = "image_int8_b" + std::to_string(batch);
-        if (!want(name)) continue;
-        auto pixels = torch::randn({batch, 3, 224, 224}, opts);
-        auto r = time_it([&] { model.model()->get_image_features(pixels); }, warmup, reps, cuda);
-        r["images_per_s"] = static_cast<double>(batch) / r["median_s"].get<double>();
-        results[name] = r;
-      }
-      for (int64_t n : {1, 80}) {
-        const std::string name = "text_int8_" + std::to_string(n);
-        if (!want(name)) continue;
-        std::vector<std::string> prompts;
-        for (int64_t i = 0; i < n; ++i) prompts.push_back("a photo of a " + labels[i % labels.size()] + ".");
-        auto tokens = model.tokenize(prompts);
-        results[name] = time_it([&] { model.model()->get_text_features(tokens.input_ids, tokens.attention_mask); },
-                                warmup, reps, cuda);
-      }
+      image_rows("int8");
+      text_rows("int8");
       if (accuracy) {
         auto int8_embeds = model.model()->get_image_features(check_pixels);
         auto int8_assign = model.model()->vision_model(check_pixels, false, true).attentions;
-        double agree = 0, total = 0;
-        for (size_t s = 0; s < int8_assign.size(); ++s) {
-          agree += (int8_assign[s].argmax(1) == fp32_assign[s].argmax(1)).sum().item<double>();
-          total += static_cast<double>(fp32_assign[s].argmax(1).numel());
-        }
         results["int8_accuracy"] = {
             {"images", 16},
             {"quantize_s", quantize_s},
             {"qengine", at::globalContext().qEngine() == at::QEngine::FBGEMM ? "fbgemm" : "onednn"},
             {"min_cosine", torch::cosine_similarity(int8_embeds, fp32_embeds, 1).min().item<double>()},
-            {"assignment_agreement", agree / total}};
+            {"assignment_agreement", assignment_agreement(int8_assign, fp32_assign)}};
       }
     }
     out["rows"] = results;

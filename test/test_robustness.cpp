@@ -121,22 +121,31 @@ std::vector<fs::path> files_under(const fs::path& dir) {
   return out;
 }
 
+// A model directory holding tiny_config()'s config.json, seeded weights as `state`, and their
+// model.safetensors bytes (written); returns those bytes.
+std::string write_tiny_model_dir(const fs::path& dir, std::map<std::string, torch::Tensor>* state_out = nullptr) {
+  const auto config = tiny_config();
+  write_bytes(dir / "config.json", config.to_json_string());
+  torch::manual_seed(7);
+  groupvit::GroupViTModel model(config);
+  const auto state = state_of(model);
+  const std::string valid = SafetensorsBuilder(state).bytes();
+  write_bytes(dir / groupvit::kSafetensorsFile, valid);
+  if (state_out) *state_out = state;
+  return valid;
+}
+
 }  // namespace
 
 TEST_CASE("broken model.safetensors files give one error naming the file and the problem", "[robust]") {
   TempDir tmp;
-  const auto config = tiny_config();
-  write_bytes(tmp.path / "config.json", config.to_json_string());
-  torch::manual_seed(7);
-  groupvit::GroupViTModel model(config);
-  const auto state = state_of(model);
+  std::map<std::string, torch::Tensor> state;
+  const std::string valid = write_tiny_model_dir(tmp.path, &state);
   const auto file = tmp.path / groupvit::kSafetensorsFile;
   const std::string dir = tmp.path.string();
   const SafetensorsBuilder good(state);
-  const std::string valid = good.bytes();
 
   // The valid file loads, so each failure below is caused by its one change.
-  write_bytes(file, valid);
   REQUIRE_NOTHROW(groupvit::load_model(dir));
 
   auto edited = [&](const std::function<void(json&)>& edit) {
@@ -209,14 +218,9 @@ TEST_CASE("a model.safetensors that does not match checksums.sha256 is refused a
   // The hash runs beside the reading (load_model): its mismatch is the error, whether the damaged file
   // still parses (flipped data bytes) or not (truncated), and a good file still loads.
   TempDir tmp;
-  const auto config = tiny_config();
-  write_bytes(tmp.path / "config.json", config.to_json_string());
-  torch::manual_seed(7);
-  groupvit::GroupViTModel model(config);
-  const std::string valid = SafetensorsBuilder(state_of(model)).bytes();
+  const std::string valid = write_tiny_model_dir(tmp.path);
   const auto file = tmp.path / groupvit::kSafetensorsFile;
   const std::string dir = tmp.path.string();
-  write_bytes(file, valid);
   write_bytes(tmp.path / groupvit::kChecksumFile,
               groupvit::sha256_of_file(file.string()) + "  " + groupvit::kSafetensorsFile + "\n");
   REQUIRE_NOTHROW(groupvit::load_model(dir));
