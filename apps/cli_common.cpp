@@ -15,6 +15,7 @@
 
 #include "batch/source.h"
 #include "groupvit/runtime/allocator.h"
+#include "groupvit/runtime/cpu_share.h"
 #include "groupvit/text/prompt_templates.h"
 #include "model_source.h"
 
@@ -48,6 +49,9 @@ void add_common(CLI::App* cmd, Common& c, bool with_device) {
                     "fp32, fp16 or bf16; int8 (CPU only): Linear layers in dynamic int8, all else float32")
         ->capture_default_str();
     cmd->add_option("-t,--threads", c.threads, threads_help());
+    cmd->add_flag("--fixed-threads", c.fixed_threads,
+                  "keep the thread count while other processes use the cores (default on the CPU: fewer "
+                  "threads while they do, measured between batches, so that spinning threads do not fight them)");
   }
   cmd->add_flag("--json", c.json_output, "print JSON for scripts instead of a table");
 }
@@ -151,13 +155,32 @@ void check_threads(int threads) {
                      " cores), or 0 for LibTorch's own choice");
 }
 
+namespace {
+std::mutex adaptive_threads_mutex;
+std::unique_ptr<groupvit::AdaptiveThreads> adaptive_threads;  // the process's one policy, once started
+
+}  // namespace
+
+void apply_threads(const Common& c, const torch::Device& device) {
+  if (c.threads > 0) torch::set_num_threads(c.threads);
+  if (!device.is_cpu() || c.fixed_threads) return;
+  // Started before the load, so that its first measurement sees a busy neighbour before the first forward.
+  std::lock_guard<std::mutex> lock(adaptive_threads_mutex);
+  if (!adaptive_threads) adaptive_threads = std::make_unique<groupvit::AdaptiveThreads>(c.threads);
+}
+
+void adapt_threads() {
+  std::lock_guard<std::mutex> lock(adaptive_threads_mutex);
+  if (adaptive_threads) adaptive_threads->update();
+}
+
 ModelPlacement model_placement(const Common& c) {
   check_model_dir(c.model_dir);
   const auto device = parse_device(c.device);
   const auto dtype = compute_dtype(c.dtype);
   if (is_int8(c.dtype) && !device.is_cpu())
     throw UsageError("--dtype int8 runs on the CPU only (got --device " + c.device + ")");
-  if (c.threads > 0) torch::set_num_threads(c.threads);
+  apply_threads(c, device);
   return {device, dtype, is_int8(c.dtype)};
 }
 

@@ -28,10 +28,11 @@ struct Common {
   std::string device = "cpu";
   std::string dtype = "fp32";
   int threads = 0;
+  bool fixed_threads = false;  // --fixed-threads: no adapt_threads
   bool json_output = false;
 };
 
-// -m/--model, --revision, and with_device: --device, --dtype, -t/--threads; --json.
+// -m/--model, --revision, and with_device: --device, --dtype, -t/--threads, --fixed-threads; --json.
 void add_common(CLI::App* cmd, Common& c, bool with_device);
 
 // The flags' one vocabulary (README "Command line"): -m/--model, -t/--threads, -i/--input,
@@ -72,6 +73,12 @@ struct ModelPlacement {
   groupvit::LoadOptions load_options() const;
 };
 ModelPlacement model_placement(const Common& c);
+// --threads applied; on the CPU, unless --fixed-threads, the policy adapt_threads follows started.
+void apply_threads(const Common& c, const torch::Device& device);
+// On the CPU, unless --fixed-threads: fewer intra-op threads while other processes use this
+// process's cores (groupvit/runtime/cpu_share.h), measured from apply_threads on. Call it on the
+// thread that runs a forward, before each; it does nothing when there is no such policy.
+void adapt_threads();
 // model_placement, then load_model.
 groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out = nullptr);
 

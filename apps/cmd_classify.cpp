@@ -67,6 +67,7 @@ class ClassifyJob : public BatchJob {
     model_ = std::make_unique<groupvit::GroupViT>(groupvit::GroupViT::load(c.model_dir, placement.load_options()));
     if (model_->uses_default_preprocessing()) note_default_preprocessing(c.model_dir);
     torch::NoGradGuard no_grad;
+    adapt_threads();
     if (o.templates.empty()) {  // the pipeline's way: one text a label, encoded as similarity encodes it
       std::vector<std::string> texts;
       for (const auto& l : labels) texts.push_back(groupvit::fill_template(o.hypothesis_template, l));

@@ -119,6 +119,7 @@ class EmbedJob : public BatchJob {
           texts_.begin() + static_cast<std::ptrdiff_t>(std::min(texts_.size(), start + kTextBatch)));
       auto tokens = groupvit::tokenize_to_tensors(tokenizer, chunk, groupvit::Padding::Longest,
                                                   groupvit::context_length(model_->config()));
+      adapt_threads();
       parts.push_back(
           finish_features(model_->get_text_features(tokens.input_ids.to(device_), tokens.attention_mask.to(device_))));
     }

@@ -31,6 +31,7 @@ class SimilarityJob : public BatchJob {
     model_ = std::make_unique<groupvit::GroupViT>(groupvit::GroupViT::load(c.model_dir, placement.load_options()));
     if (model_->uses_default_preprocessing()) note_default_preprocessing(c.model_dir);
     const auto tokens = model_->tokenize(texts);
+    adapt_threads();
     text_embeds_ = model_->encode_texts(tokens.input_ids, tokens.attention_mask);
   }
   const groupvit::ImagePreprocessConfig& preprocessing() const override { return model_->preprocessor(); }

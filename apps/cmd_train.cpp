@@ -436,6 +436,7 @@ StepsOutcome train_steps(const TrainCliOptions& o, groupvit::Trainer& trainer, B
   LossWindow window;
   const auto start = std::chrono::steady_clock::now();
   for (int64_t step = first; step < last; ++step) {
+    adapt_threads();
     r = trainer.step(loader.get(step));
     if (!std::isfinite(r.loss)) {
       throw std::runtime_error("the loss became " + std::to_string(r.loss) + " at step " + std::to_string(step + 1) +
@@ -539,7 +540,7 @@ void add_train_options(CLI::App* cmd, TrainCliOptions& o) {
 int run_train(const Common& c, const TrainCliOptions& o) {
   check_train_options(o);
   const auto device = parse_device(c.device);
-  if (c.threads > 0) torch::set_num_threads(c.threads);
+  apply_threads(c, device);
   const TrainModel m(o, device);
   const bool shards = is_webdataset_shard(o.data) || o.data.find('{') != std::string::npos;
   const auto samples = shards ? read_webdataset(o.data) : read_captions(o.data);

@@ -19,12 +19,15 @@
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 
 #include "groupvit/formats/png_writer.h"
 #include "groupvit/groupvit.h"
+#include "groupvit/model/layers.h"
 #include "groupvit/runtime/allocator.h"
+#include "groupvit/runtime/cpu_share.h"
 #include "groupvit/runtime/cuda_graph.h"
 #include "groupvit/segment/nvlabs_segmentation.h"
 
@@ -51,11 +54,22 @@ double peak_rss_mb() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;
 }
 
-// Median, min and max of `reps` timed runs after `warmup` untimed ones.
+// As the CLI runs: fewer threads while other processes use the cores (groupvit/runtime/cpu_share.h),
+// measured before each run; null with --fixed-threads or on CUDA.
+groupvit::AdaptiveThreads* adaptive_threads = nullptr;
+int adapt_threads() { return adaptive_threads ? adaptive_threads->update() : torch::get_num_threads(); }
+
+// Median, min and max of `reps` timed runs after `warmup` untimed ones, and the fewest threads
+// the runs were given.
 json time_it(const std::function<void()>& fn, int warmup, int reps, bool cuda) {
-  for (int i = 0; i < warmup; ++i) fn();
+  for (int i = 0; i < warmup; ++i) {
+    adapt_threads();
+    fn();
+  }
   std::vector<double> t;
+  int fewest_threads = torch::get_num_threads();
   for (int i = 0; i < reps; ++i) {
+    fewest_threads = std::min(fewest_threads, adapt_threads());
     if (cuda) torch::cuda::synchronize();
     const auto t0 = Clock::now();
     fn();
@@ -63,7 +77,11 @@ json time_it(const std::function<void()>& fn, int warmup, int reps, bool cuda) {
     t.push_back(seconds_since(t0));
   }
   std::sort(t.begin(), t.end());
-  return {{"median_s", t[t.size() / 2]}, {"min_s", t.front()}, {"max_s", t.back()}, {"reps", reps}};
+  return {{"median_s", t[t.size() / 2]},
+          {"min_s", t.front()},
+          {"max_s", t.back()},
+          {"reps", reps},
+          {"fewest_threads", fewest_threads}};
 }
 
 // Self time per operator (its duration minus that of the operators it called), summed over all
@@ -147,7 +165,7 @@ int main(int argc, char** argv) {
   std::string model_dir, device_name = "cpu", rows_arg, profile_row;
   int threads = 0, reps = 7, warmup = 2;
   int64_t gpu_batch = 64;
-  bool only_load = false, system_malloc = false;
+  bool only_load = false, system_malloc = false, fixed_threads = false;
   app.add_option("--model", model_dir, "model directory (converted or Hugging Face)")->required();
   app.add_option("--threads", threads, "intra-op threads (0: LibTorch's default)");
   app.add_option("--reps", reps, "timed repetitions per row");
@@ -158,6 +176,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--system-malloc", system_malloc,
                "leave malloc as it is instead of keep_freed_memory_for_reuse() after the load (as the CLI does)");
+  app.add_flag("--fixed-threads", fixed_threads, "keep --threads while other processes use the cores (as the CLI's)");
   app.add_flag("--only-load", only_load, "only time loading (run in a fresh process for peak memory)");
   app.add_option("--profile", profile_row, "print operator self times over the timed runs of this row")
       ->check(CLI::IsMember({"image_fp32_b1", "image_fp32_b32", "text_fp32_1", "text_fp32_80", "image_int8_b1",
@@ -166,6 +185,8 @@ int main(int argc, char** argv) {
   if (threads > 0) torch::set_num_threads(threads);
   const torch::Device device(device_name);
   const bool cuda = device.is_cuda();
+  std::optional<groupvit::AdaptiveThreads> adaptive;
+  if (!cuda && !fixed_threads) adaptive_threads = &adaptive.emplace(threads);
 
   json out = {{"impl", "groupvit C++"},
               {"threads", torch::get_num_threads()},
@@ -410,6 +431,18 @@ int main(int argc, char** argv) {
     }
     out["rows"] = results;
     out["image_flops_per_image"] = flops;
+    // The float32 kernel each Linear shape got on this CPU (groupvit/model/layers.h), measured on first use.
+    json kernels = json::array();
+    for (const auto& c : groupvit::linear_kernel_choices())
+      kernels.push_back({{"in", c.key.in_features},
+                         {"out", c.key.out_features},
+                         {"rows", c.key.rows},
+                         {"threads", c.key.threads},
+                         {"fused_gelu", c.key.fused_gelu},
+                         {"mkl_s", c.mkl_s},
+                         {"onednn_s", c.onednn_s},
+                         {"kernel", c.onednn ? "onednn" : "mkl"}});
+    out["linear_kernel_choices"] = kernels;
   } catch (const std::exception& e) {
     std::cerr << "bench_groupvit: error: " << e.what() << "\n";
     return 1;

@@ -6,7 +6,8 @@
 #   scripts/bench.sh [--threads N] [--reps R] [--device cpu|cuda] [--profile] [--peers [--rounds K]]
 # --peers instead runs the peer benchmark (bench/peers.py): ours against transformers eager, ONNX Runtime
 # and OpenVINO (scripts/requirements-bench.txt, installed into build/bench/peers-site), in rotated
-# rounds with paired ratios; writes docs/peers.md and docs/peers.json.
+# rounds with paired ratios, also beside a busy loop on one core, and the whole embed job of 96 photos
+# against the same job with OpenVINO (peak memory, CPU time); writes docs/peers.md and docs/peers.json.
 # --profile instead profiles the image tower at batch 1 and 32 on both sides (operator self times)
 # and writes docs/profile.md: where the time goes, and what bounds the speed-up.
 # Run it on a quiet machine: other processes on the same cores distort every number.
@@ -43,7 +44,9 @@ if [[ $PEERS == 1 ]]; then
     cp scripts/requirements-bench.txt "$SITE/.requirements"
   fi
   reps=$REPS; [[ $reps == 7 ]] && reps=3  # rounds repeat the rows; 3 runs a round is the default here
+  cmake --build "$BUILD_DIR" --target groupvit_cli  # the embed job
   PYTHONPATH="$SITE" "$PY" bench/peers.py --cpp "$BUILD_DIR/bench/bench_groupvit" --converted "$WORK/model/converted" \
+    --cli "$BUILD_DIR/apps/groupvit" \
     --hf "$WORK/model/hf" --cache "$WORK/peers-cache" --threads "$THREADS" --rounds "$ROUNDS" --reps "$reps" \
     --report docs/peers.md
   exit 0

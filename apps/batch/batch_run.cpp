@@ -264,6 +264,7 @@ void ModelLoop::run() {
     ImageResults results;
     std::string error;
     try {
+      adapt_threads();  // between batches: the neighbours' share of the cores since the last one
       results = job_.run(batch);
     } catch (const c10::Error& e) {
       error = e.what_without_backtrace();

@@ -135,6 +135,7 @@ Prepared ModelService::decode(const std::string& bytes, const groupvit::ImagePre
 
 torch::Tensor ModelService::text_features(const std::vector<std::string>& texts) {
   torch::NoGradGuard no_grad;
+  adapt_threads();
   const auto tokens = model_.tokenize(texts);
   return model_.model()->get_text_features(tokens.input_ids, tokens.attention_mask).to(torch::kCPU, torch::kFloat);
 }
@@ -185,6 +186,7 @@ std::shared_ptr<ModelService::SegmentConfig> ModelService::config_for(const Segm
 
 void ModelService::run_batch(std::vector<DynamicBatcher::Item*>& batch) {
   torch::NoGradGuard no_grad;
+  adapt_threads();
   const auto t0 = Clock::now();
   if (auto* first = dynamic_cast<SegmentItem*>(batch.front())) {
     std::vector<Prepared> prepared;

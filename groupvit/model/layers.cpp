@@ -5,9 +5,13 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 
@@ -15,14 +19,16 @@ namespace groupvit {
 
 namespace {
 
-int64_t onednn_min_rows() {  // -1: never
+constexpr int64_t kMeasured = -2;  // no GROUPVIT_ONEDNN_MIN_ROWS: each shape measured on first use
+
+int64_t onednn_min_rows() {  // -1: never; kMeasured: measured
   static const int64_t rows = [] {
     const char* env = std::getenv("GROUPVIT_ONEDNN_MIN_ROWS");
-    if (env == nullptr || *env == '\0') return int64_t{1024};
+    if (env == nullptr || *env == '\0') return kMeasured;
     if (std::string(env) == "off") return int64_t{-1};
     char* end = nullptr;
     const long long v = std::strtoll(env, &end, 10);
-    return (*end == '\0' && v >= 0) ? static_cast<int64_t>(v) : int64_t{1024};
+    return (*end == '\0' && v >= 0) ? static_cast<int64_t>(v) : kMeasured;
   }();
   return rows;
 }
@@ -33,14 +39,13 @@ const c10::OperatorHandle* onednn_linear_op() {
   return op ? &*op : nullptr;
 }
 
-bool use_onednn(const LinearImpl& layer, const torch::Tensor& x) {
-  const int64_t min_rows = onednn_min_rows();
-  if (min_rows < 0 || layer.is_int8() || x.dim() < 2 || !x.device().is_cpu() || x.scalar_type() != torch::kFloat ||
-      layer.weight.scalar_type() != torch::kFloat || x.size(-1) == 0)
+bool onednn_can_run(const LinearImpl& layer, const torch::Tensor& x) {
+  if (layer.is_int8() || x.dim() < 2 || !x.device().is_cpu() || x.scalar_type() != torch::kFloat ||
+      layer.weight.scalar_type() != torch::kFloat || x.size(-1) == 0 || x.numel() == 0)
     return false;
   // The op has no derivative: training and anything else that records a graph stays on at::linear.
   if (torch::GradMode::is_enabled() && (x.requires_grad() || layer.weight.requires_grad())) return false;
-  return x.numel() / x.size(-1) >= min_rows && onednn_linear_op() != nullptr;
+  return onednn_linear_op() != nullptr;
 }
 
 // mkldnn::_linear_pointwise(Tensor X, Tensor W, Tensor? B, str attr, Scalar?[] scalars, str? algorithm),
@@ -49,13 +54,75 @@ torch::Tensor onednn_linear(const LinearImpl& layer, const torch::Tensor& x, con
                             const std::string& algorithm) {
   torch::jit::Stack stack;
   stack.emplace_back(x);
-  stack.emplace_back(layer.weight);
+  stack.emplace_back(layer.onednn_weight(x.numel() / x.size(-1)));
   stack.emplace_back(layer.bias.defined() ? c10::IValue(layer.bias) : c10::IValue());
   stack.emplace_back(attr);
   stack.emplace_back(c10::List<std::optional<c10::Scalar>>());
   stack.emplace_back(algorithm);
   onednn_linear_op()->callBoxed(&stack);
   return stack.back().toTensor();
+}
+
+// The measured choice between MKL's GEMM (at::linear) and oneDNN's inner product, per layer shape,
+// rows (rounded up to a power of two; every count from kMeasureRows on is one class), thread count
+// and fused GELU. Which is faster depends on the CPU (its vector units, caches, AMX), the shape and
+// the threads: on the 2-core AVX2 EPYC oneDNN won from about 1024 rows, and at the batch-1 fc1
+// shape in isolation too (docs/design-notes.md), so no fixed threshold holds across machines.
+constexpr int64_t kMeasureRows = 1024;  // larger inputs: measured on their first kMeasureRows rows
+
+struct KernelChoices {
+  std::mutex mutex;
+  std::map<LinearKernelChoice::Key, LinearKernelChoice> by_key;
+};
+KernelChoices& kernel_choices() {
+  static KernelChoices c;
+  return c;
+}
+
+double fastest_of_two(const std::function<void()>& run) {
+  double best = std::numeric_limits<double>::infinity();
+  for (int i = 0; i < 2; ++i) {  // the first run also pays for creating oneDNN's primitive, the second not
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+bool measured_onednn(const LinearImpl& layer, const torch::Tensor& x, const std::string& gelu_algorithm,
+                     const std::string& act) {
+  const int64_t rows = x.numel() / x.size(-1);
+  int64_t bucket = 1;
+  while (bucket < std::min(rows, kMeasureRows)) bucket <<= 1;
+  const LinearKernelChoice::Key key{layer.in_features, layer.out_features, bucket, torch::get_num_threads(),
+                                    !gelu_algorithm.empty()};
+  auto& choices = kernel_choices();
+  // Held while measuring: two threads timing at once would each see the other's load.
+  std::lock_guard<std::mutex> lock(choices.mutex);
+  if (auto it = choices.by_key.find(key); it != choices.by_key.end()) return it->second.onednn;
+  const auto sample = x.reshape({rows, x.size(-1)}).narrow(0, 0, std::min(rows, kMeasureRows)).contiguous();
+  LinearKernelChoice c;
+  c.key = key;
+  c.mkl_s = fastest_of_two([&] {
+    auto y = at::linear(sample, layer.weight, layer.bias);
+    if (!act.empty()) y = activation(act, y);
+  });
+  c.onednn_s =
+      fastest_of_two([&] { onednn_linear(layer, sample, gelu_algorithm.empty() ? "none" : "gelu", gelu_algorithm); });
+  c.onednn = c.onednn_s < c.mkl_s;
+  if (!c.onednn) layer.drop_onednn_weight();
+  choices.by_key[key] = c;
+  return c.onednn;
+}
+
+// gelu_algorithm: "" (no activation fused), "none" (erf GELU) or "tanh"; act: the activation the
+// MKL side applies after its GEMM, for a fair comparison.
+bool use_onednn(const LinearImpl& layer, const torch::Tensor& x, const std::string& gelu_algorithm = "",
+                const std::string& act = "") {
+  const int64_t min_rows = onednn_min_rows();
+  if (min_rows == -1 || !onednn_can_run(layer, x)) return false;
+  if (min_rows != kMeasured) return x.numel() / x.size(-1) >= min_rows;
+  return measured_onednn(layer, x, gelu_algorithm, act);
 }
 
 c10::OperatorHandle quantized_op(const char* name) {
@@ -139,6 +206,36 @@ void LinearImpl::reset_parameters() {  // nn.Linear.reset_parameters
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return run_linear(*this, x); }
 
+namespace {
+std::mutex onednn_weight_mutex;  // forwards on several threads may reach a layer's first oneDNN call together
+}  // namespace
+
+torch::Tensor LinearImpl::onednn_weight(int64_t rows) const {
+  std::lock_guard<std::mutex> lock(onednn_weight_mutex);
+  if (!onednn_weight_.defined() || onednn_source_._unsafe_get_target() != weight.unsafeGetTensorImpl() ||
+      onednn_data_ != weight.data_ptr() || onednn_version_ != static_cast<int64_t>(weight._version())) {
+    static const std::optional<c10::OperatorHandle> reorder =
+        c10::Dispatcher::singleton().findOp(c10::OperatorName("mkldnn::_reorder_linear_weight", ""));
+    if (!reorder) return weight;  // oneDNN's inner product takes the plain weight too, reordering it per call
+    torch::NoGradGuard no_grad;
+    torch::jit::Stack stack{weight.detach().contiguous(), c10::IValue(rows)};
+    reorder->callBoxed(&stack);
+    onednn_weight_ = stack.back().toTensor();
+    onednn_source_ = c10::weak_intrusive_ptr<c10::TensorImpl>(weight.getIntrusivePtr());
+    onednn_data_ = weight.data_ptr();
+    onednn_version_ = static_cast<int64_t>(weight._version());
+  }
+  return onednn_weight_;
+}
+
+void LinearImpl::drop_onednn_weight() const {
+  std::lock_guard<std::mutex> lock(onednn_weight_mutex);
+  onednn_weight_ = torch::Tensor();
+  onednn_source_ = c10::weak_intrusive_ptr<c10::TensorImpl>(c10::intrusive_ptr<c10::TensorImpl>());
+  onednn_data_ = nullptr;
+  onednn_version_ = -1;
+}
+
 void LinearImpl::quantize_int8() {
   if (is_int8()) return;
   if (!weight.device().is_cpu()) throw std::runtime_error("int8 Linear layers run on the CPU only");
@@ -150,14 +247,25 @@ void LinearImpl::quantize_int8() {
   // The prepacked copy is all the forward uses: the float weight's memory goes (its shape with it).
   torch::NoGradGuard no_grad;
   weight.set_data(torch::empty({0}, weight.options()));
+  drop_onednn_weight();
 }
 
 torch::Tensor linear(const Linear& layer, const torch::Tensor& x) { return run_linear(*layer, x); }
 
 torch::Tensor linear_activation(const Linear& layer, const torch::Tensor& x, const std::string& act) {
-  if ((act == "gelu" || act == "gelu_new" || act == "gelu_pytorch_tanh") && use_onednn(*layer, x))
-    return onednn_linear(*layer, x, "gelu", act == "gelu" ? "none" : "tanh");
+  if (act == "gelu" || act == "gelu_new" || act == "gelu_pytorch_tanh") {
+    const std::string algorithm = act == "gelu" ? "none" : "tanh";
+    if (use_onednn(*layer, x, algorithm, act)) return onednn_linear(*layer, x, "gelu", algorithm);
+  }
   return activation(act, linear(layer, x));
+}
+
+std::vector<LinearKernelChoice> linear_kernel_choices() {
+  auto& choices = kernel_choices();
+  std::lock_guard<std::mutex> lock(choices.mutex);
+  std::vector<LinearKernelChoice> out;
+  for (const auto& [key, c] : choices.by_key) out.push_back(c);
+  return out;
 }
 
 torch::Tensor activation(const std::string& name, const torch::Tensor& x) {

@@ -10,6 +10,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace groupvit {
@@ -59,19 +60,50 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
   bool is_int8() const { return !int8_weight_.isNone(); }
   const c10::IValue& int8_weight() const { return int8_weight_; }  // LinearPackedParamsBase
 
+  // `weight` reordered once into oneDNN's blocked layout for inputs of about `rows` rows
+  // (mkldnn::_reorder_linear_weight), for the oneDNN path of linear(); made on first use and again
+  // when `weight` changed (another tensor, new data, or written in place).
+  torch::Tensor onednn_weight(int64_t rows) const;
+  // Frees that copy (where MKL was measured faster, it would only hold memory).
+  void drop_onednn_weight() const;
+
   int64_t in_features, out_features;
   torch::Tensor weight, bias;
 
  private:
   c10::IValue int8_weight_;
+  mutable torch::Tensor onednn_weight_;
+  // What it was made from. The weak reference keeps that TensorImpl's address from being reused by
+  // another tensor; the data pointer catches set_data (Module::to), the version in-place writes.
+  mutable c10::weak_intrusive_ptr<c10::TensorImpl> onednn_source_{c10::intrusive_ptr<c10::TensorImpl>()};
+  mutable const void* onednn_data_ = nullptr;
+  mutable int64_t onednn_version_ = -1;
 };
 TORCH_MODULE(Linear);
 
-// A Linear layer applied like Python's nn.Linear (at::linear, which fuses the bias into the GEMM),
-// and on the CPU in float32 without autograd, inputs of at least GROUPVIT_ONEDNN_MIN_ROWS rows (1024;
-// "off" disables it) on oneDNN's inner product, faster at batched shapes (docs/design-notes.md).
-// A quantized layer runs quantized::linear_dynamic (float32 in and out).
+// A Linear layer applied like Python's nn.Linear (at::linear: MKL's GEMM with the bias fused), or,
+// on the CPU in float32 without autograd, on oneDNN's inner product where that is faster on this
+// CPU: measured on first use of each shape, row count class and thread count (linear_kernel_choices).
+// GROUPVIT_ONEDNN_MIN_ROWS=N instead takes oneDNN for inputs of N rows or more ("off": never), for
+// tests that force one path. A quantized layer runs quantized::linear_dynamic (float32 in and out).
 torch::Tensor linear(const Linear& layer, const torch::Tensor& x);
+
+// One measured choice of linear(): both kernels timed (the faster of two runs each) on the input's
+// first rows (at most 1024).
+struct LinearKernelChoice {
+  struct Key {
+    int64_t in_features, out_features, rows, threads;  // rows: the class, a power of two up to 1024
+    bool fused_gelu;
+    bool operator<(const Key& o) const {
+      return std::tie(in_features, out_features, rows, threads, fused_gelu) <
+             std::tie(o.in_features, o.out_features, o.rows, o.threads, o.fused_gelu);
+    }
+  } key;
+  double mkl_s = 0, onednn_s = 0;
+  bool onednn = false;
+};
+// The choices made so far in this process (for the benchmark's report).
+std::vector<LinearKernelChoice> linear_kernel_choices();
 
 // activation(act, linear(layer, x)); on the oneDNN path above, GELU (erf or tanh form) is fused
 // into the matrix multiply's epilogue.
