@@ -169,9 +169,22 @@ void apply_threads(const Common& c, const torch::Device& device) {
   if (!adaptive_threads) adaptive_threads = std::make_unique<groupvit::AdaptiveThreads>(c.threads);
 }
 
+namespace {
+int fewest_threads = 0;  // under adaptive_threads_mutex
+}  // namespace
+
 void adapt_threads() {
   std::lock_guard<std::mutex> lock(adaptive_threads_mutex);
-  if (adaptive_threads) adaptive_threads->update();
+  if (!adaptive_threads) return;
+  const int threads = adaptive_threads->update();
+  fewest_threads = fewest_threads == 0 ? threads : std::min(fewest_threads, threads);
+}
+
+ThreadUse thread_use() {
+  std::lock_guard<std::mutex> lock(adaptive_threads_mutex);
+  if (!adaptive_threads) return {false, torch::get_num_threads(), torch::get_num_threads()};
+  const int most = adaptive_threads->max_threads();
+  return {true, most, fewest_threads == 0 ? most : fewest_threads};
 }
 
 ModelPlacement model_placement(const Common& c) {

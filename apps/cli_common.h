@@ -79,6 +79,13 @@ void apply_threads(const Common& c, const torch::Device& device);
 // process's cores (groupvit/runtime/cpu_share.h), measured from apply_threads on. Call it on the
 // thread that runs a forward, before each; it does nothing when there is no such policy.
 void adapt_threads();
+// The threads forwards ran with so far: the most (--threads or LibTorch's count) and the fewest
+// adapt_threads gave them; adaptive: whether the policy runs. In the batch commands' --json summary.
+struct ThreadUse {
+  bool adaptive = false;
+  int most = 0, fewest = 0;
+};
+ThreadUse thread_use();
 // model_placement, then load_model.
 groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out = nullptr);
 

@@ -383,6 +383,8 @@ BatchOutcome outcome(const BatchSettings& s, const OutputDir* out, const RunLog&
                // model_seconds / wall_seconds: how busy the pipeline kept the model
                {"model_seconds", model_seconds},
                {"wall_seconds", wall_seconds}};
+  const auto threads = thread_use();
+  r.summary["threads"] = {{"adaptive", threads.adaptive}, {"most", threads.most}, {"fewest", threads.fewest}};
   if (out) {
     r.summary["output"] = out->dir;
     r.summary["results"] = out->results_path;
