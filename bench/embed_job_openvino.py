@@ -5,7 +5,7 @@ with Pillow, preprocess with transformers' CLIPImageProcessorPil (the reference 
 out: no torch in this process), run batches through the compiled model in OpenVINO's own default
 precision, write the features to one .npy. The counterpart of `groupvit embed -i DIR -o FILE.npy`.
 
-    bench/embed_job_openvino.py --ir CACHE/openvino/image.xml --preprocessor HF_DIR --input DIR
+    bench/embed_job_openvino.py --ir CACHE/image.xml --preprocessor HF_DIR --input DIR
                                 --output FILE.npy [--threads N] [--batch-size 32]
 """
 import argparse

@@ -124,7 +124,7 @@ def embed_job_cmd(engine, a, photo_dir, output):
     if engine == "ours":
         return [a.cli, "embed", "-m", a.converted, "-i", str(photo_dir), "-o", str(output), "--batch-size", "32",
                 "-t", str(a.threads), "--quiet"]
-    return [sys.executable, str(HERE / "embed_job_openvino.py"), "--ir", str(a.cache / "openvino" / "image.xml"),
+    return [sys.executable, str(HERE / "embed_job_openvino.py"), "--ir", str(a.cache / "image.xml"),
             "--preprocessor", a.hf, "--input", str(photo_dir), "--output", str(output), "--batch-size", "32",
             "--threads", str(a.threads)]
 

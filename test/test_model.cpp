@@ -381,6 +381,23 @@ TEST_CASE("Linear's oneDNN copy of its weight is made once and again after the w
   CHECK(torch::equal(fc->onednn_weight(300).to_dense(), fc->weight));
 }
 
+TEST_CASE("CPU inference runs a large image batch in parts of about 2048 token rows, with the same features",
+          "[model]") {
+  torch::manual_seed(5);
+  groupvit::GroupViTModel model(tiny_config());
+  model->eval();
+  // 4x4 patches and 8 group tokens: 24 rows an image, 86 images a part; 200 images are three parts.
+  const auto pixels = torch::randn({200, 3, 32, 32});
+  const auto whole = model->get_image_features(pixels).detach();  // gradients on: one forward of all 200
+  torch::NoGradGuard no_grad;
+  std::vector<std::string> names;
+  torch::Tensor parts;
+  names = operators_called([&] { parts = model->get_image_features(pixels); });
+  CHECK(std::count(names.begin(), names.end(), "aten::cat") >= 1);
+  REQUIRE(parts.sizes() == whole.sizes());
+  CHECK((parts - whole).abs().max().item<double>() <= 1e-5 * whole.abs().max().item<double>());
+}
+
 TEST_CASE("linear keeps autograd: with gradients it never takes the oneDNN op", "[model]") {
   groupvit::Linear fc(384, 64);
   fc->reset_parameters();

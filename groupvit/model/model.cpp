@@ -58,7 +58,33 @@ torch::Tensor GroupViTModelImpl::get_text_features(const torch::Tensor& input_id
   return text_projection->forward(text_model(input_ids, attention_mask).pooler_output);
 }
 
+namespace {
+
+// Images per forward in CPU inference: enough that the first stage's Linear layers see about 2048
+// token rows, where a GEMM's cost per row has stopped falling (on the 2-core Xeon batch 8 took
+// 41 ms an image and batch 32 41.5 ms), while the activations of a larger batch would only add to
+// the peak memory: a batch-32 embed job peaked at 1.16-1.27 GB against 0.81-0.90 GB at batch 8.
+int64_t cpu_images_per_forward(const GroupViTVisionConfig& v, const torch::Tensor& pixel_values) {
+  const int64_t tokens = (pixel_values.size(2) / v.patch_size) * (pixel_values.size(3) / v.patch_size) +
+                         (v.num_group_tokens.empty() ? 0 : v.num_group_tokens.front());
+  return std::max<int64_t>(1, (2048 + tokens - 1) / std::max<int64_t>(1, tokens));
+}
+
+}  // namespace
+
 torch::Tensor GroupViTModelImpl::get_image_features(const torch::Tensor& pixel_values) {
+  // Inference only: in training BatchNorm's batch statistics span the whole batch.
+  if (pixel_values.dim() == 4 && pixel_values.device().is_cpu() && !is_training() && !torch::GradMode::is_enabled()) {
+    const int64_t chunk = cpu_images_per_forward(config_.vision_config, pixel_values);
+    if (chunk < pixel_values.size(0)) {
+      std::vector<torch::Tensor> parts;
+      for (int64_t start = 0; start < pixel_values.size(0); start += chunk) {
+        const auto part = pixel_values.narrow(0, start, std::min(chunk, pixel_values.size(0) - start));
+        parts.push_back(visual_projection->forward(vision_model(part).pooler_output));
+      }
+      return torch::cat(parts);
+    }
+  }
   return visual_projection->forward(vision_model(pixel_values).pooler_output);
 }
 

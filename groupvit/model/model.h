@@ -34,6 +34,8 @@ class GroupViTModelImpl : public torch::nn::Module {
   explicit GroupViTModelImpl(const GroupViTConfig& config);
 
   // Projected, unnormalised features, as the reference's get_text_features / get_image_features.
+  // CPU inference runs a large image batch a few images at a time (about 2048 token rows each):
+  // as fast per image, with the activations of a few images instead of the whole batch.
   torch::Tensor get_text_features(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {});
   torch::Tensor get_image_features(const torch::Tensor& pixel_values);
 
