@@ -358,8 +358,8 @@ def render_embed(res):
     e = res["embed_job"]
     lines = ["", f"### The whole embed job: {res.get('photos', 96)} photos", "",
              "`groupvit embed -i DIR -o FILE.npy --batch-size 32` against the same job with OpenVINO in its default "
-             "precision (bench/embed_job_openvino.py: Pillow decoding, transformers' CLIPImageProcessorPil, batches of "
-             "32); photos are 640x480 JPEGs (bench/pipeline_bench.py's generator); each job a fresh process: load, "
+             "precision (bench/embed_job_openvino.py: Pillow decoding, CLIPImageProcessor's steps in Pillow and numpy, "
+             "batches of 32); photos are 640x480 JPEGs (bench/pipeline_bench.py's generator); each job a fresh process: load, "
              "decode, preprocess, model, write. Quiet, and beside a busy loop on one core. Ratio: OpenVINO's wall time "
              f"over ours in the same round (above 1: ours is faster). The two jobs' features agree to a cosine of at "
              f"least {e['min_cosine']:.6f}.", "",
