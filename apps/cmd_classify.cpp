@@ -77,6 +77,7 @@ class ClassifyJob : public BatchJob {
     }
   }
   const groupvit::ImagePreprocessConfig& preprocessing() const override { return model_->preprocessor(); }
+  bool needs_originals() const override { return false; }
   bool on_cuda() const override { return model_->device().is_cuda(); }
 
   ImageResults run(std::vector<Prepared>& batch) override {

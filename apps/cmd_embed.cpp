@@ -67,6 +67,7 @@ class EmbedJob : public BatchJob {
   }
 
   const groupvit::ImagePreprocessConfig& preprocessing() const override { return prep_; }
+  bool needs_originals() const override { return false; }
   bool on_cuda() const override { return device_.is_cuda(); }
 
   ImageResults run(std::vector<Prepared>& batch) override {

@@ -35,6 +35,7 @@ class SimilarityJob : public BatchJob {
     text_embeds_ = model_->encode_texts(tokens.input_ids, tokens.attention_mask);
   }
   const groupvit::ImagePreprocessConfig& preprocessing() const override { return model_->preprocessor(); }
+  bool needs_originals() const override { return false; }
   bool on_cuda() const override { return model_->device().is_cuda(); }
 
   ImageResults run(std::vector<Prepared>& batch) override {

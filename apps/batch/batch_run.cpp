@@ -77,7 +77,7 @@ class Pipeline {
   // exist) is kept for enumerate_error(): the inputs before it are still processed.
   void start_enumerator(std::function<void(const std::function<bool(const InputItem&)>&)> source,
                         std::function<bool(const InputItem&)> wanted);
-  void start_workers(const groupvit::ImagePreprocessConfig& prep);
+  void start_workers(const groupvit::ImagePreprocessConfig& prep, bool keep_originals);
   void start_writers(size_t count, BatchJob& job, RunLog& log);
 
   // The next decoded and preprocessed input (in listing order when ordered); none once all are
@@ -193,12 +193,15 @@ Prepared prepare(InputItem item, const groupvit::ImagePreprocessConfig& prep) {
 
 namespace {
 
-void Pipeline::start_workers(const groupvit::ImagePreprocessConfig& prep) {
+void Pipeline::start_workers(const groupvit::ImagePreprocessConfig& prep, bool keep_originals) {
   try {
     for (size_t w = 0; w < workers_; ++w)
-      pool_.emplace_back([this, prep = &prep] {
-        while (auto item = pending_.pop())
-          if (!ready_.push(prepare(std::move(*item), *prep))) break;
+      pool_.emplace_back([this, prep = &prep, keep_originals] {
+        while (auto item = pending_.pop()) {
+          auto p = prepare(std::move(*item), *prep);
+          if (!keep_originals) p.original = groupvit::RgbImage();
+          if (!ready_.push(std::move(p))) break;
+        }
         if (--workers_left_ == 0) ready_.close();
       });
   } catch (...) {  // e.g. no more threads: stop the ones started
@@ -484,7 +487,7 @@ BatchOutcome run_batch(const BatchSettings& s, const std::function<BatchJob&(con
   // Last of the locals: its threads use everything above, and it joins them when destroyed.
   Pipeline pipeline(static_cast<size_t>(s.batch_size), workers, s.ordered);
   pipeline.start_enumerator(pass.source, pass.wanted);
-  pipeline.start_workers(job->preprocessing());
+  pipeline.start_workers(job->preprocessing(), job->needs_originals());
   pipeline.start_writers(writers, *job, log);
   const auto started = Clock::now();
   ModelLoop loop(s, *job, pipeline, log);
