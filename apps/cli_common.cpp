@@ -158,7 +158,7 @@ void check_threads(int threads) {
 namespace {
 std::mutex adaptive_threads_mutex;
 std::unique_ptr<groupvit::AdaptiveThreads> adaptive_threads;  // the process's one policy, once started
-
+int fewest_threads = 0;                                       // the fewest it gave a forward; 0: none yet
 }  // namespace
 
 void apply_threads(const Common& c, const torch::Device& device) {
@@ -168,10 +168,6 @@ void apply_threads(const Common& c, const torch::Device& device) {
   std::lock_guard<std::mutex> lock(adaptive_threads_mutex);
   if (!adaptive_threads) adaptive_threads = std::make_unique<groupvit::AdaptiveThreads>(c.threads);
 }
-
-namespace {
-int fewest_threads = 0;  // under adaptive_threads_mutex
-}  // namespace
 
 void adapt_threads() {
   std::lock_guard<std::mutex> lock(adaptive_threads_mutex);

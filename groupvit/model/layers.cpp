@@ -19,6 +19,8 @@ namespace groupvit {
 
 namespace {
 
+int64_t rows_of(const torch::Tensor& x) { return x.numel() / x.size(-1); }  // the GEMM's M
+
 constexpr int64_t kMeasured = -2;  // no GROUPVIT_ONEDNN_MIN_ROWS: each shape measured on first use
 
 int64_t onednn_min_rows() {  // -1: never; kMeasured: measured
@@ -54,7 +56,7 @@ torch::Tensor onednn_linear(const LinearImpl& layer, const torch::Tensor& x, con
                             const std::string& algorithm) {
   torch::jit::Stack stack;
   stack.emplace_back(x);
-  stack.emplace_back(layer.onednn_weight(x.numel() / x.size(-1)));
+  stack.emplace_back(layer.onednn_weight(rows_of(x)));
   stack.emplace_back(layer.bias.defined() ? c10::IValue(layer.bias) : c10::IValue());
   stack.emplace_back(attr);
   stack.emplace_back(c10::List<std::optional<c10::Scalar>>());
@@ -91,7 +93,7 @@ double fastest_of_two(const std::function<void()>& run) {
 
 bool measured_onednn(const LinearImpl& layer, const torch::Tensor& x, const std::string& gelu_algorithm,
                      const std::string& act) {
-  const int64_t rows = x.numel() / x.size(-1);
+  const int64_t rows = rows_of(x);
   int64_t bucket = 1;
   while (bucket < std::min(rows, kMeasureRows)) bucket <<= 1;
   const LinearKernelChoice::Key key{layer.in_features, layer.out_features, bucket, torch::get_num_threads(),
@@ -121,7 +123,7 @@ bool use_onednn(const LinearImpl& layer, const torch::Tensor& x, const std::stri
                 const std::string& act = "") {
   const int64_t min_rows = onednn_min_rows();
   if (min_rows == -1 || !onednn_can_run(layer, x)) return false;
-  if (min_rows != kMeasured) return x.numel() / x.size(-1) >= min_rows;
+  if (min_rows != kMeasured) return rows_of(x) >= min_rows;
   return measured_onednn(layer, x, gelu_algorithm, act);
 }
 

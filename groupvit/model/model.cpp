@@ -73,19 +73,19 @@ int64_t cpu_images_per_forward(const GroupViTVisionConfig& v, const torch::Tenso
 }  // namespace
 
 torch::Tensor GroupViTModelImpl::get_image_features(const torch::Tensor& pixel_values) {
+  const auto features = [this](const torch::Tensor& px) {
+    return visual_projection->forward(vision_model(px).pooler_output);
+  };
   // Inference only: in training BatchNorm's batch statistics span the whole batch.
-  if (pixel_values.dim() == 4 && pixel_values.device().is_cpu() && !is_training() && !torch::GradMode::is_enabled()) {
-    const int64_t chunk = cpu_images_per_forward(config_.vision_config, pixel_values);
-    if (chunk < pixel_values.size(0)) {
-      std::vector<torch::Tensor> parts;
-      for (int64_t start = 0; start < pixel_values.size(0); start += chunk) {
-        const auto part = pixel_values.narrow(0, start, std::min(chunk, pixel_values.size(0) - start));
-        parts.push_back(visual_projection->forward(vision_model(part).pooler_output));
-      }
-      return torch::cat(parts);
-    }
-  }
-  return visual_projection->forward(vision_model(pixel_values).pooler_output);
+  const bool in_parts =
+      pixel_values.dim() == 4 && pixel_values.device().is_cpu() && !is_training() && !torch::GradMode::is_enabled();
+  const int64_t batch = in_parts ? pixel_values.size(0) : 0;
+  const int64_t chunk = in_parts ? cpu_images_per_forward(config_.vision_config, pixel_values) : 0;
+  if (chunk >= batch) return features(pixel_values);
+  std::vector<torch::Tensor> parts;
+  for (int64_t start = 0; start < batch; start += chunk)
+    parts.push_back(features(pixel_values.narrow(0, start, std::min(chunk, batch - start))));
+  return torch::cat(parts);
 }
 
 GroupViTOutput GroupViTModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& pixel_values,
