@@ -343,7 +343,7 @@ int run_serve(const Common& c, const ServeOptions& o) {
   server.Post("/v1/similarity", api([&](const Fields& f) { return service.similarity(images_params(f, false)); }));
   server.Post("/v1/embed", api([&](const Fields& f) { return service.embed(images_params(f, true)); }));
 
-  if (!server.bind_to_port(o.host, o.port))
+  if (!server.bind_and_listen(o.host, o.port))
     throw UsageError("cannot listen on " + o.host + ":" + std::to_string(o.port) + " (in use, or not an address here)");
   install_stop_handlers();
   std::atomic<bool> listening_ended{false};

@@ -129,6 +129,11 @@ class DeadlineStream final : public httplib::Stream {
 
 }  // namespace
 
+bool DeadlineServer::bind_and_listen(const std::string& host, int port) {
+  // listen() on a listening socket only changes its backlog (Linux, POSIX alike).
+  return bind_to_port(host, port) && ::listen(svr_sock_, SOMAXCONN) == 0;
+}
+
 bool DeadlineServer::process_and_close_socket(socket_t sock) {
   bool ret = false;
   // As httplib does before each request: an idle connection waits at most the keep-alive timeout

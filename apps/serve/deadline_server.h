@@ -11,12 +11,18 @@
 #include <httplib.h>
 
 #include <chrono>
+#include <string>
 
 namespace groupvit_cli {
 
 class DeadlineServer : public httplib::Server {
  public:
   explicit DeadlineServer(std::chrono::seconds request_deadline) : request_deadline_(request_deadline) {}
+
+  // bind_to_port, then a listen backlog of SOMAXCONN instead of the 5 Debian's libcpp-httplib was
+  // compiled with: a burst of more connections than that overflowed the kernel's queues (SYN
+  // cookies past the backlog), and some of those clients were reset instead of waiting their turn.
+  bool bind_and_listen(const std::string& host, int port);
 
  private:
   // httplib's hook for each accepted connection (a private virtual: overriding it is allowed).
