@@ -3,18 +3,21 @@
 # checkpoint, same inputs, same thread count. Builds what is missing, then writes
 # docs/benchmarks.md (a table with ratios) and docs/benchmarks.json.
 #
-#   scripts/bench.sh [--threads N] [--reps R] [--device cpu|cuda] [--profile] [--peers [--rounds K]]
+#   scripts/bench.sh [--threads N] [--reps R] [--device cpu|cuda] [--profile] [--peers [--rounds K]] [--int8]
 # --peers instead runs the peer benchmark (bench/peers.py): ours against transformers eager, ONNX Runtime
 # and OpenVINO (scripts/requirements-bench.txt, installed into build/bench/peers-site), in rotated
 # rounds with paired ratios, also beside a busy loop on one core, and the whole embed job of 96 photos
 # against the same job with OpenVINO (peak memory, CPU time); writes docs/peers.md and docs/peers.json.
 # --profile instead profiles the image tower at batch 1 and 32 on both sides (operator self times)
 # and writes docs/profile.md: where the time goes, and what bounds the speed-up.
+# --int8 instead compares `segment --dtype int8` with fp32 on the photos bundled in scikit-image
+# (bench/int8_segment.py: label and group agreement, embedding cosine, eval of held-out synthetic scenes)
+# and writes docs/int8-segment.md.
 # Run it on a quiet machine: other processes on the same cores distort every number.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-THREADS="$(nproc)" REPS=7 DEVICE=cpu PROFILE=0 PEERS=0 ROUNDS=3
+THREADS="$(nproc)" REPS=7 DEVICE=cpu PROFILE=0 PEERS=0 ROUNDS=3 INT8=0
 while (($#)); do
   case "$1" in
     --threads) THREADS="$2"; shift 2 ;;
@@ -23,6 +26,7 @@ while (($#)); do
     --profile) PROFILE=1; shift ;;
     --peers) PEERS=1; shift ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
+    --int8) INT8=1; shift ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -34,6 +38,13 @@ PY="$ROOT/.venv/bin/python"
 WORK="$ROOT/$BUILD_DIR/bench"
 "$PY" scripts/make_demo_model.py "$WORK/model" 2>&1 | grep -v "it/s" || true
 [[ -f "$WORK/model/converted/groupvit_weights.pt" ]] || "$PY" scripts/convert_hf.py "$WORK/model/hf" "$WORK/model/converted"
+
+if [[ $INT8 == 1 ]]; then
+  cmake --build "$BUILD_DIR" --target groupvit_cli
+  "$PY" bench/int8_segment.py --cli "$BUILD_DIR/apps/groupvit" --full-size "$WORK/model/converted" \
+    --work "$WORK/int8-segment" --threads "$THREADS" --report docs/int8-segment.md
+  exit 0
+fi
 
 if [[ $PEERS == 1 ]]; then
   SITE="$WORK/peers-site"
