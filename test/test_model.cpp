@@ -360,6 +360,73 @@ TEST_CASE("linear: each float32 CPU shape runs the kernel measured faster on fir
   }
 }
 
+// bf16 takes the same measured choice (oneDNN's bf16 kernels or MKL's), keyed apart from float32.
+TEST_CASE("linear: bf16 CPU inputs run the kernel measured faster, equal to at::linear in bf16", "[model]") {
+  torch::manual_seed(5);
+  groupvit::Linear fc(256, 512);
+  fc->reset_parameters();
+  fc->to(torch::kBFloat16);
+  const auto x = torch::randn({2, 300, 256}).to(torch::kBFloat16);
+  torch::NoGradGuard no_grad;
+  const auto want = at::linear(x, fc->weight, fc->bias).to(torch::kFloat);
+  const double scale = want.abs().max().item<double>();
+  for (int call = 0; call < 2; ++call) {
+    const auto got = groupvit::linear(fc, x);
+    CHECK(got.scalar_type() == torch::kBFloat16);
+    // Both round to bf16 (8 bits of mantissa), in different orders of summation.
+    CHECK((got.to(torch::kFloat) - want).abs().max().item<double>() <= 2e-2 * scale);
+  }
+  const auto choices = groupvit::linear_kernel_choices();
+  const groupvit::LinearKernelChoice* c = nullptr;
+  for (const auto& k : choices)
+    if (k.key.in_features == 256 && k.key.out_features == 512 && k.key.rows == 1024 && k.key.bf16) c = &k;
+  REQUIRE(c != nullptr);
+  CHECK(c->mkl_s > 0);
+  CHECK(c->onednn_s > 0);
+  CHECK(c->onednn == (c->onednn_s < c->mkl_s));
+  const auto names = operators_called([&] { groupvit::linear(fc, x); });
+  CHECK(called(names, "mkldnn::_linear_pointwise") == c->onednn);
+}
+
+// attention(): the fused kernel or the two matrix multiplies, measured per shape; both are the
+// reference's softmax(q kᵀ / sqrt(d) + mask) v.
+TEST_CASE("attention: each CPU shape runs the kernel measured faster on first use, equal to the reference maths",
+          "[model]") {
+  torch::manual_seed(6);
+  torch::NoGradGuard no_grad;
+  for (const auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    const auto q = torch::randn({2, 260, 6, 64}).transpose(1, 2).to(dtype);  // as the heads' views are
+    const auto k = torch::randn({2, 6, 72, 64}).to(dtype), v = torch::randn({2, 6, 72, 64}).to(dtype);
+    auto mask = torch::zeros({2, 1, 1, 72});
+    mask.index_put_({0, torch::indexing::Slice(), torch::indexing::Slice(), torch::indexing::Slice(60)}, -1e9);
+    for (const bool masked : {false, true}) {
+      const std::optional<torch::Tensor> m = masked ? std::optional<torch::Tensor>(mask.to(dtype)) : std::nullopt;
+      const auto qf = q.to(torch::kDouble), kf = k.to(torch::kDouble), vf = v.to(torch::kDouble);
+      auto w = torch::matmul(qf, kf.transpose(-2, -1)) / 8.0;
+      if (masked) w = w + mask.to(torch::kDouble);
+      const auto want = torch::matmul(torch::softmax(w, -1), vf);
+      const double tol = dtype == torch::kFloat ? 1e-5 : 5e-2;
+      for (int call = 0; call < 2; ++call) {
+        const auto got = groupvit::attention(q, k, v, m);
+        CHECK(got.scalar_type() == dtype);
+        CHECK((got.to(torch::kDouble) - want).abs().max().item<double>() <= tol);
+      }
+      const auto choices = groupvit::attention_kernel_choices();
+      const groupvit::AttentionKernelChoice* c = nullptr;
+      for (const auto& a : choices)
+        if (a.key.batch_heads == 12 && a.key.queries == 260 && a.key.keys == 72 && a.key.masked == masked &&
+            a.key.dtype == static_cast<int>(dtype))
+          c = &a;
+      REQUIRE(c != nullptr);
+      CHECK(c->fused_s > 0);
+      CHECK(c->matmuls_s > 0);
+      CHECK(c->matmuls == (c->matmuls_s < c->fused_s));
+      const auto names = operators_called([&] { groupvit::attention(q, k, v, m); });
+      CHECK(called(names, "aten::scaled_dot_product_attention") != c->matmuls);
+    }
+  }
+}
+
 TEST_CASE("Linear's oneDNN copy of its weight is made once and again after the weight changes", "[model]") {
   torch::manual_seed(4);
   groupvit::Linear fc(384, 1536);

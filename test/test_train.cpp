@@ -86,12 +86,13 @@ TEST_CASE("two training steps match the reference trainer", "[train]") {
     torch::manual_seed(1000 + step);
     const auto r = trainer.step(batch);
     INFO("step " << step);
-    // Second step: 1e-4 for the loss terms, which the noise-moved weights shift by ~5e-5.
-    const double loss_tol = step == 0 ? 1e-5 : 1e-4;
+    // Second step: 3e-4 for the loss terms and the gradient norm, which the noise-moved weights shift
+    // by ~5e-5 on the Xeon and up to 1.5e-4 on the AVX-512 EPYC (Zen 4; other summation orders).
+    const double loss_tol = step == 0 ? 1e-5 : 3e-4;
     CHECK(r.loss == Approx(ref.at(s + "loss").item<double>()).epsilon(loss_tol));
     CHECK(r.contrastive_loss == Approx(ref.at(s + "contrastive_loss").item<double>()).epsilon(loss_tol));
     CHECK(r.multi_label_loss == Approx(ref.at(s + "multi_label_loss").item<double>()).epsilon(loss_tol));
-    CHECK(r.grad_norm == Approx(ref.at(s + "grad_norm").item<double>()).epsilon(1e-4));
+    CHECK(r.grad_norm == Approx(ref.at(s + "grad_norm").item<double>()).epsilon(step == 0 ? 1e-4 : 3e-4));
     CHECK(r.lr == Approx(ref.at(s + "lr").item<double>()).epsilon(1e-12));
     double worst_param = 0;
     for (const auto& p : model->named_parameters()) {

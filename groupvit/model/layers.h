@@ -9,6 +9,7 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -82,7 +83,7 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
 TORCH_MODULE(Linear);
 
 // A Linear layer applied like Python's nn.Linear (at::linear: MKL's GEMM with the bias fused), or,
-// on the CPU in float32 without autograd, on oneDNN's inner product where that is faster on this
+// on the CPU in float32 or bf16 without autograd, on oneDNN's inner product where that is faster on this
 // CPU: measured on first use of each shape, row count class and thread count (linear_kernel_choices).
 // GROUPVIT_ONEDNN_MIN_ROWS=N instead takes oneDNN for inputs of N rows or more ("off": never), for
 // tests that force one path. A quantized layer runs quantized::linear_dynamic (float32 in and out).
@@ -94,9 +95,10 @@ struct LinearKernelChoice {
   struct Key {
     int64_t in_features, out_features, rows, threads;  // rows: the class, a power of two up to 1024
     bool fused_gelu;
+    bool bf16;  // else float32
     bool operator<(const Key& o) const {
-      return std::tie(in_features, out_features, rows, threads, fused_gelu) <
-             std::tie(o.in_features, o.out_features, o.rows, o.threads, o.fused_gelu);
+      return std::tie(in_features, out_features, rows, threads, fused_gelu, bf16) <
+             std::tie(o.in_features, o.out_features, o.rows, o.threads, o.fused_gelu, o.bf16);
     }
   } key;
   double mkl_s = 0, onednn_s = 0;
@@ -104,6 +106,30 @@ struct LinearKernelChoice {
 };
 // The choices made so far in this process (for the benchmark's report).
 std::vector<LinearKernelChoice> linear_kernel_choices();
+
+// softmax(q kᵀ / sqrt(head_dim) + mask) v for q [B, heads, T, d], k and v [B, heads, S, d], mask
+// additive and broadcastable to [B, heads, T, S]. On the CPU without autograd: LibTorch's fused
+// kernel (scaled_dot_product_attention) or the reference's two matrix multiplies around a softmax,
+// whichever was measured faster on the first call of each shape, dtype and thread count;
+// GROUPVIT_ATTENTION=fused|matmuls forces one (tests). Elsewhere: the fused kernel.
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const std::optional<torch::Tensor>& mask);
+
+// One measured choice of attention().
+struct AttentionKernelChoice {
+  struct Key {
+    int64_t batch_heads, queries, keys, head_dim, threads;
+    int dtype;  // c10::ScalarType
+    bool masked;
+    bool operator<(const Key& o) const {
+      return std::tie(batch_heads, queries, keys, head_dim, threads, dtype, masked) <
+             std::tie(o.batch_heads, o.queries, o.keys, o.head_dim, o.threads, o.dtype, o.masked);
+    }
+  } key;
+  double fused_s = 0, matmuls_s = 0;
+  bool matmuls = false;
+};
+std::vector<AttentionKernelChoice> attention_kernel_choices();
 
 // activation(act, linear(layer, x)); on the oneDNN path above, GELU (erf or tanh form) is fused
 // into the matrix multiply's epilogue.
