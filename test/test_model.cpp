@@ -411,6 +411,7 @@ TEST_CASE("attention: each CPU shape runs the kernel measured faster on first us
         CHECK(got.scalar_type() == dtype);
         CHECK((got.to(torch::kDouble) - want).abs().max().item<double>() <= tol);
       }
+      if (dtype == torch::kFloat) continue;  // float32 always runs the fused kernel: nothing measured
       const auto choices = groupvit::attention_kernel_choices();
       const groupvit::AttentionKernelChoice* c = nullptr;
       for (const auto& a : choices)

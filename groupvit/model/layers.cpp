@@ -220,9 +220,8 @@ AttentionChoices& attention_choices() {
 }
 
 // Which is faster depends on the CPU and the shapes: on the 2-core AVX-512 EPYC (Zen 4) the fused
-// kernel took 1.2-2.4x the matrix multiplies' time in bf16 and for the grouping blocks'
-// cross-attention in fp32, and was as fast for 260 tokens' self-attention in fp32. So each shape is
-// timed on its first call (the faster of two runs each, on the call's own inputs).
+// kernel took 1.2-2.4x the matrix multiplies' time in bf16. So each bf16/fp16 shape is timed on its
+// first call (the faster of two runs each, on the call's own inputs).
 bool attention_use_matmuls(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                            const std::optional<torch::Tensor>& mask) {
   const AttentionKernelChoice::Key key{q.size(0) * q.size(1),
@@ -258,7 +257,10 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   }
   // On the GPU and while recording a graph: the fused kernel (flash / memory-efficient, with a derivative).
   const bool grad = torch::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  if (!q.device().is_cpu() || grad) return attention_fused(q, k, v, mask);
+  // float32 too: the fused kernel, always. A per-process timing could pick either kernel for the same
+  // shape, and float32 users expect the same rows from the same batches in every run (batch.embed_batch);
+  // the matrix multiplies' gain there was small (cross-attention only).
+  if (!q.device().is_cpu() || grad || q.scalar_type() == torch::kFloat) return attention_fused(q, k, v, mask);
   return attention_use_matmuls(q, k, v, mask) ? attention_matmuls(q, k, v, mask) : attention_fused(q, k, v, mask);
 }
 

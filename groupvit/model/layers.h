@@ -110,7 +110,8 @@ std::vector<LinearKernelChoice> linear_kernel_choices();
 // softmax(q kᵀ / sqrt(head_dim) + mask) v for q [B, heads, T, d], k and v [B, heads, S, d], mask
 // additive and broadcastable to [B, heads, T, S]. On the CPU without autograd: LibTorch's fused
 // kernel (scaled_dot_product_attention) or the reference's two matrix multiplies around a softmax,
-// whichever was measured faster on the first call of each shape, dtype and thread count;
+// in bf16/fp16 whichever was measured faster on the first call of each shape, dtype and thread count
+// (float32: the fused kernel, so that runs repeat bit for bit);
 // GROUPVIT_ATTENTION=fused|matmuls forces one (tests). Elsewhere: the fused kernel.
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const std::optional<torch::Tensor>& mask);
