@@ -75,12 +75,20 @@ torch::Tensor onednn_linear(const LinearImpl& layer, const torch::Tensor& x, con
 // shape in isolation too (docs/design-notes.md), so no fixed threshold holds across machines.
 constexpr int64_t kMeasureRows = 1024;  // larger inputs: measured on their first kMeasureRows rows
 
-struct KernelChoices {
+// The measured choices of one kind (linear's, attention's), made once per key in this process.
+template <class Choice>
+struct ChoiceTable {
   std::mutex mutex;
-  std::map<LinearKernelChoice::Key, LinearKernelChoice> by_key;
+  std::map<typename Choice::Key, Choice> by_key;
+  std::vector<Choice> list() {
+    std::lock_guard<std::mutex> lock(mutex);
+    std::vector<Choice> out;
+    for (const auto& [key, c] : by_key) out.push_back(c);
+    return out;
+  }
 };
-KernelChoices& kernel_choices() {
-  static KernelChoices c;
+ChoiceTable<LinearKernelChoice>& kernel_choices() {
+  static ChoiceTable<LinearKernelChoice> c;
   return c;
 }
 
@@ -210,12 +218,8 @@ AttentionKernel attention_kernel_forced() {  // GROUPVIT_ATTENTION=fused|matmuls
   return k;
 }
 
-struct AttentionChoices {
-  std::mutex mutex;
-  std::map<AttentionKernelChoice::Key, AttentionKernelChoice> by_key;
-};
-AttentionChoices& attention_choices() {
-  static AttentionChoices c;
+ChoiceTable<AttentionKernelChoice>& attention_choices() {
+  static ChoiceTable<AttentionKernelChoice> c;
   return c;
 }
 
@@ -264,13 +268,7 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   return attention_use_matmuls(q, k, v, mask) ? attention_matmuls(q, k, v, mask) : attention_fused(q, k, v, mask);
 }
 
-std::vector<AttentionKernelChoice> attention_kernel_choices() {
-  auto& choices = attention_choices();
-  std::lock_guard<std::mutex> lock(choices.mutex);
-  std::vector<AttentionKernelChoice> out;
-  for (const auto& [key, c] : choices.by_key) out.push_back(c);
-  return out;
-}
+std::vector<AttentionKernelChoice> attention_kernel_choices() { return attention_choices().list(); }
 
 namespace {
 thread_local bool skip_parameter_init = false;
@@ -355,13 +353,7 @@ torch::Tensor linear_activation(const Linear& layer, const torch::Tensor& x, con
   return activation(act, linear(layer, x));
 }
 
-std::vector<LinearKernelChoice> linear_kernel_choices() {
-  auto& choices = kernel_choices();
-  std::lock_guard<std::mutex> lock(choices.mutex);
-  std::vector<LinearKernelChoice> out;
-  for (const auto& [key, c] : choices.by_key) out.push_back(c);
-  return out;
-}
+std::vector<LinearKernelChoice> linear_kernel_choices() { return kernel_choices().list(); }
 
 torch::Tensor activation(const std::string& name, const torch::Tensor& x) {
   if (name == "gelu") return torch::gelu(x);  // exact erf form
