@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <csignal>
 #include <fstream>
 #include <iostream>
@@ -16,6 +17,7 @@
 #include "batch/source.h"
 #include "groupvit/runtime/allocator.h"
 #include "groupvit/runtime/cpu_share.h"
+#include "groupvit/runtime/fast_dtype.h"
 #include "groupvit/text/prompt_templates.h"
 #include "model_source.h"
 
@@ -46,7 +48,9 @@ void add_common(CLI::App* cmd, Common& c, bool with_device) {
   if (with_device) {
     cmd->add_option("--device", c.device, "cpu, cuda or cuda:N")->capture_default_str();
     cmd->add_option("--dtype", c.dtype,
-                    "fp32, fp16 or bf16; int8 (CPU only): Linear layers in dynamic int8, all else float32")
+                    "fp32, fp16 or bf16; int8 (CPU only): Linear layers in dynamic int8, all else float32; auto: "
+                    "bf16 where it is the faster (CUDA; a CPU whose bf16 matrix multiply, timed once at start, "
+                    "runs 1.5x fp32's rate or more), else fp32 - the choice is printed on stderr")
         ->capture_default_str();
     cmd->add_option("-t,--threads", c.threads, threads_help());
     cmd->add_flag("--fixed-threads", c.fixed_threads,
@@ -85,13 +89,35 @@ torch::Dtype parse_dtype(const std::string& text) {
 
 bool is_int8(const std::string& dtype) { return dtype == "int8"; }
 
-torch::Dtype compute_dtype(const std::string& text) {
-  if (is_int8(text)) return torch::kFloat;
+void check_dtype(const std::string& text) {
+  if (is_int8(text) || text == "auto") return;
   try {
-    return parse_dtype(text);
+    parse_dtype(text);
   } catch (const UsageError&) {
-    throw UsageError("unknown dtype '" + text + "' (expected fp32, fp16, bf16 or int8)");
+    throw UsageError("unknown dtype '" + text + "' (expected fp32, fp16, bf16, int8 or auto)");
   }
+}
+
+torch::Dtype compute_dtype(const std::string& text, const torch::Device& device) {
+  check_dtype(text);
+  if (is_int8(text)) return torch::kFloat;
+  if (text != "auto") return parse_dtype(text);
+  const auto dtype = groupvit::fastest_dtype(device);
+  static std::once_flag said;
+  std::call_once(said, [&] {
+    std::cerr << "groupvit: --dtype auto: " << (dtype == torch::kBFloat16 ? "bf16" : "fp32");
+    if (device.is_cuda()) {
+      std::cerr << " (CUDA)\n";
+      return;
+    }
+    const auto& c = groupvit::cpu_bf16_check();
+    if (!c.instructions)
+      std::cerr << " (this CPU has no bf16 instructions)\n";
+    else
+      std::cerr << " (this CPU's matrix multiply, " << c.threads << " threads: bf16 " << std::lround(c.bf16_gflops)
+                << " GFLOP/s, fp32 " << std::lround(c.fp32_gflops) << ")\n";
+  });
+  return dtype;
 }
 
 groupvit::LoadOptions ModelPlacement::load_options() const {
@@ -186,16 +212,17 @@ ThreadUse thread_use() {
 ModelPlacement model_placement(const Common& c) {
   check_model_dir(c.model_dir);
   const auto device = parse_device(c.device);
-  const auto dtype = compute_dtype(c.dtype);
+  check_dtype(c.dtype);
   if (is_int8(c.dtype) && !device.is_cpu())
     throw UsageError("--dtype int8 runs on the CPU only (got --device " + c.device + ")");
-  apply_threads(c, device);
-  return {device, dtype, is_int8(c.dtype)};
+  apply_threads(c, device);  // first: auto times the matrix multiply with the threads that will run it
+  return {device, compute_dtype(c.dtype, device), is_int8(c.dtype)};
 }
 
-groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out) {
+groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out, torch::Dtype* dtype_out) {
   const auto placement = model_placement(c);
   if (device_out) *device_out = placement.device;
+  if (dtype_out) *dtype_out = placement.dtype;
   auto model = groupvit::load_model(c.model_dir, placement.load_options());
   // After the load, so its temporary buffers are not kept: repeated forwards then reuse their
   // activation memory instead of page-faulting it in again (groupvit/runtime/allocator.h).

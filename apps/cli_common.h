@@ -54,9 +54,12 @@ std::string threads_help();
 
 torch::Device parse_device(const std::string& text);
 torch::Dtype parse_dtype(const std::string& text);
-// --dtype of the commands that run a model: parse_dtype's, or int8 (dynamic int8 Linear layers on
-// the CPU, groupvit/model/layers.h), whose activations and outputs are float32: kFloat.
-torch::Dtype compute_dtype(const std::string& text);
+// --dtype of the commands that run a model: parse_dtype's; int8 (dynamic int8 Linear layers on the
+// CPU, groupvit/model/layers.h), whose activations and outputs are float32: kFloat; or auto, the
+// device's fastest (groupvit/runtime/fast_dtype.h; on the CPU timed once, with the threads set
+// then), said once on stderr. check_dtype: a UsageError for anything else.
+void check_dtype(const std::string& text);
+torch::Dtype compute_dtype(const std::string& text, const torch::Device& device);
 bool is_int8(const std::string& dtype);
 
 // --model names a directory or a Hugging Face id in the local hub cache (model_source.h): made a
@@ -87,7 +90,8 @@ struct ThreadUse {
 };
 ThreadUse thread_use();
 // model_placement, then load_model.
-groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out = nullptr);
+groupvit::GroupViTModel load_for(const Common& c, torch::Device* device_out = nullptr,
+                                 torch::Dtype* dtype_out = nullptr);
 
 // The model directory's image preprocessing; note_default_preprocessing says on stderr when it
 // has none and CLIP's defaults stand in.

@@ -58,8 +58,7 @@ class EmbedJob : public BatchJob {
  public:
   EmbedJob(const Common& c, const EmbedOptions& o, const std::vector<std::string>& texts, const OutputDir* out)
       : o_(o), texts_(texts), out_(out) {
-    model_ = load_for(c, &device_);
-    dtype_ = compute_dtype(c.dtype);
+    model_ = load_for(c, &device_, &dtype_);
     prep_ = preprocessor_for(c.model_dir);
     model_dir_ = c.model_dir;
     if (out_)

@@ -227,7 +227,7 @@ SegmentRequest check_request(const Common& c, const SegmentOptions& o) {
     throw UsageError("--cuda-graphs needs --mode hf (nvlabs batches hold a varying number of windows)");
   if (!parse_device(c.device).is_cuda() && o.cuda_graphs) throw UsageError("--cuda-graphs needs --device cuda");
   warn_ineffective_options(o);
-  compute_dtype(c.dtype);
+  check_dtype(c.dtype);
   return r;
 }
 
@@ -251,8 +251,7 @@ Paths paths_for(const SegmentOptions& o, const std::string& key, int64_t stages)
 
 SegmentJob::SegmentJob(const Common& c, const SegmentOptions& o, const SegmentRequest& r, const OutputDir* out)
     : o_(o), r_(r), out_(out), model_name_(c.model_dir) {
-  model_ = load_for(c, &device_);
-  dtype_ = compute_dtype(c.dtype);
+  model_ = load_for(c, &device_, &dtype_);
   init(c.model_dir);
 }
 

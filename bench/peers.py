@@ -123,7 +123,7 @@ def photos(cache, n):
 def embed_job_cmd(engine, a, photo_dir, output):
     if engine == "ours":
         return [a.cli, "embed", "-m", a.converted, "-i", str(photo_dir), "-o", str(output), "--batch-size", "32",
-                "-t", str(a.threads), "--quiet"]
+                "-t", str(a.threads), "--quiet", "--dtype", "auto"]
     return [sys.executable, str(HERE / "embed_job_openvino.py"), "--ir", str(a.cache / "image.xml"),
             "--preprocessor", a.hf, "--input", str(photo_dir), "--output", str(output), "--batch-size", "32",
             "--threads", str(a.threads)]
@@ -357,8 +357,9 @@ def render_busy(res):
 def render_embed(res):
     e = res["embed_job"]
     lines = ["", f"### The whole embed job: {res.get('photos', 96)} photos", "",
-             "`groupvit embed -i DIR -o FILE.npy --batch-size 32` against the same job with OpenVINO in its default "
-             "precision (bench/embed_job_openvino.py: Pillow decoding, CLIPImageProcessor's steps in Pillow and numpy, "
+             "`groupvit embed -i DIR -o FILE.npy --batch-size 32 --dtype auto` (here: "
+             f"{'bf16' if res.get('ours_native_bf16') else 'fp32'}, as in the default-precision rows above) against "
+             "the same job with OpenVINO in its default precision (bench/embed_job_openvino.py: Pillow decoding, CLIPImageProcessor's steps in Pillow and numpy, "
              "batches of 32); photos are 640x480 JPEGs (bench/pipeline_bench.py's generator); each job a fresh process: load, "
              "decode, preprocess, model, write. Quiet, and beside a busy loop on one core. Ratio: OpenVINO's wall time "
              f"over ours in the same round (above 1: ours is faster). The two jobs' features agree to a cosine of at "

@@ -132,6 +132,28 @@ def test_embed():
         cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
         errs["int8 " + key + " min cosine"] = float(cos.min())
         assert cos.min() > 0.99, errs
+    # --dtype auto says what it chose, and runs exactly as that --dtype given by hand; without bf16
+    # instructions (per /proc/cpuinfo) it must be fp32.
+    p = run("embed", "--model", FIX / "model", "--input", *images, "--text", *texts, "--output", out / "a.json",
+            "--dtype", "auto")
+    said = [line for line in p.stderr.splitlines() if line.startswith("groupvit: --dtype auto: ")]
+    assert len(said) == 1, p.stderr
+    chosen = said[0].split(": ")[2].split()[0]
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    assert chosen in ("fp32", "bf16") and (chosen == "fp32" or {"avx512_bf16", "amx_bf16"} & flags), said
+    run("embed", "--model", FIX / "model", "--input", *images, "--text", *texts, "--output", out / "d.json",
+        "--dtype", chosen)
+    a, d = json.loads((out / "a.json").read_text()), json.loads((out / "d.json").read_text())
+    for key in ("image_embeds", "text_embeds"):
+        got, same = np.array(a[key], dtype=np.float64), np.array(d[key], dtype=np.float64)
+        want = ref[key].numpy().astype(np.float64)
+        err = float(np.abs(got - want).max() / np.abs(want).max())
+        if chosen == "fp32":  # float32 runs repeat bit for bit
+            assert np.array_equal(got, same) and err < 1e-4, (key, err)
+        else:  # bf16 picks kernels by timing per process: close to the other bf16 run, not float32-exact
+            cos = (got * same).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(same, axis=1)
+            assert cos.min() > 0.999 and err > 1e-3, (key, float(cos.min()), err)
+    print("embed --dtype auto chose", chosen, "-", said[0])
     print("embed max relative error", errs)
 
 
@@ -299,7 +321,7 @@ def test_errors():
         (["segment", "--model", FIX / "model", "--labels", ",".join(f"c{i}" for i in range(255)), "--input", img,
           "--output", out], "at most 254 labels"),
         (["embed", "--model", FIX / "model", "--text", "x", "--output", out / "t.json", "--dtype", "int4"],
-         "unknown dtype 'int4' (expected fp32, fp16, bf16 or int8)"),
+         "unknown dtype 'int4' (expected fp32, fp16, bf16, int8 or auto)"),
     ]
     if torch.cuda.is_available():
         cases = [c for c in cases if "no CUDA device" not in c[1]]
