@@ -129,6 +129,7 @@ struct Metadata {
   bool has_exif = false;
   std::string xmp;
   size_t jpeg_scan_start = 0;  // offset of the first start-of-scan marker; 0 if none was found
+  std::string png_overrun;     // a PNG chunk declaring more bytes than the file holds: what and where
   bool tiff_alpha = false;
   std::optional<std::array<uint8_t, 3>> transparent_color;  // PNG tRNS colour key, as Pillow derives it
 };
@@ -230,7 +231,14 @@ void probe_png(ByteView b, Metadata& m) {
   while (b.has(p, 8)) {
     const size_t length = b.be32(p);
     const size_t type = p + 4;
-    if (!b.has(p + 8, length)) return;
+    if (!b.has(p + 8, length)) {
+      // libpng allocates a chunk's declared length before reading it (seen: 2 GB for a 66-byte file),
+      // so such a file is refused here, before the decoder sees it.
+      m.png_overrun = "chunk '" + std::string(reinterpret_cast<const char*>(b.data() + type), 4) + "' at byte " +
+                      std::to_string(p) + " declares " + std::to_string(length) + " bytes; " +
+                      std::to_string(b.size() > p + 8 ? b.size() - p - 8 : 0) + " follow";
+      return;
+    }
     const ByteView data = b.sub(p + 8, length);
     const std::string text_key(reinterpret_cast<const char*>(data.data()),
                                strnlen(reinterpret_cast<const char*>(data.data()), data.size()));
@@ -500,6 +508,9 @@ RgbImage decode_image_bytes(const uint8_t* data, size_t size, bool apply_exif_or
   if (info.width > 0 && info.height > 0) check_image_size(info.height, info.width, what);
   if (info.format == ImageFormat::kJpeg && !jpeg_is_complete(data, size, meta.jpeg_scan_start)) {
     throw ImageError(what + ": truncated JPEG (no end-of-image marker); the file is incomplete");
+  }
+  if (info.format == ImageFormat::kPng && !meta.png_overrun.empty()) {
+    throw ImageError(what + ": truncated or corrupt PNG: " + meta.png_overrun);
   }
   if (info.format == ImageFormat::kWebp && !webp_header_accepted(data, size)) {
     throw ImageError(what + ": invalid or truncated WebP header; the file is corrupt");
