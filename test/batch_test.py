@@ -183,7 +183,7 @@ def test_embed_batch():
     texts.write_text("a photo of a cat\n\na photo of a dog\n")
     ref = d / "ref.json"
     run("embed", "--model", base.FIX / "model", "--input", src, "--text", f"@{texts}", "--output", ref, "--normalize",
-        "--batch-size", "4")  # the batches of the run below: bit for bit the same rows
+        "--batch-size", "4")  # the batches of the run below
     refj = json.loads(ref.read_text())
     ref_rows = {Path(p).name: np.array(r, dtype=np.float32) for p, r in zip(refj["images"], refj["image_embeds"])}
     assert refj["texts"] == ["a photo of a cat", "a photo of a dog"], refj["texts"]
@@ -195,8 +195,10 @@ def test_embed_batch():
     assert summary["processed"] == 10 and summary["failed"] == 1, summary
     rows = npy_rows(out)
     assert set(rows) == set(ref_rows), sorted(rows)
+    # Within 1e-6, not bit for bit: a neighbour on the cores can change the adaptive thread count,
+    # and with it the kernels' reductions, between the two processes.
     for k in rows:
-        assert np.array_equal(rows[k], ref_rows[k]), k
+        assert np.allclose(rows[k], ref_rows[k], rtol=0, atol=1e-6), (k, np.abs(rows[k] - ref_rows[k]).max())
     assert len(list(out.glob("embeddings-*.npy"))) == 4  # 10 images in chunks of 3
     assert np.array_equal(np.load(out / "texts.npy"), np.array(refj["text_embeds"], dtype=np.float32))
     errors = results(out / "errors.jsonl")
@@ -239,7 +241,8 @@ def test_similarity_batch():
     listing.write_text("".join(f"{f}\n" for f in files))
     got = json.loads(run("similarity", "--model", base.FIX / "model", "--input", f"@{listing}", "--text", *texts,
                          "--json").stdout)
-    assert got["probs"] == one["probs"]
+    # Not bit for bit: a neighbour on the cores can change the adaptive thread count between the runs.
+    assert got["images"] == one["images"] and np.allclose(got["probs"], one["probs"], atol=1e-6), (got, one)
 
 
 def test_partitions():

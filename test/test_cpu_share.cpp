@@ -1,5 +1,6 @@
 // AdaptiveThreads (groupvit/runtime/cpu_share.h): the /proc/stat arithmetic, the rule, and the
 // policy against a real neighbour, a busy child process pinned to one of this process's CPUs.
+// Also the batch engine's ModelTurn (apps/batch/model_turn.h): workers pause while the model runs.
 // CTest runs this suite alone (RUN_SERIAL): the live cases need the other cores quiet.
 #include <sched.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <thread>
 
+#include "batch/model_turn.h"
 #include "groupvit/runtime/cpu_share.h"
 
 namespace {
@@ -124,6 +126,45 @@ TEST_CASE("AdaptiveThreads keeps its choice over intervals too short to measure"
   CHECK(adaptive.update() == 1);  // right after the start: no measurement yet, the configured count
   CHECK(adaptive.others() == 0.0);
   CHECK(torch::get_num_threads() == 1);
+}
+
+TEST_CASE("usable_cpus counts the affinity mask", "[cpu_share]") {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  REQUIRE(sched_getaffinity(0, sizeof(set), &set) == 0);
+  CHECK(groupvit::usable_cpus() == CPU_COUNT(&set));
+}
+
+TEST_CASE("ModelTurn: a worker waits while the model runs and goes on when it ends or on stop", "[cpu_share]") {
+  using namespace std::chrono_literals;
+  for (const bool by_stop : {false, true}) {
+    groupvit_cli::ModelTurn turn(true);
+    turn.wait_for_workers_turn();  // the model is not running: no wait
+    turn.model_starts();
+    std::atomic<bool> passed{false};
+    std::thread worker([&] {
+      turn.wait_for_workers_turn();
+      passed = true;
+    });
+    std::this_thread::sleep_for(100ms);
+    CHECK_FALSE(passed.load());  // still the model's turn
+    if (by_stop)
+      turn.stop();
+    else
+      turn.model_ends();
+    worker.join();
+    CHECK(passed.load());
+  }
+}
+
+TEST_CASE("ModelTurn disabled never makes a worker wait", "[cpu_share]") {
+  groupvit_cli::ModelTurn turn(false);
+  CHECK_FALSE(turn.enabled());
+  {
+    const groupvit_cli::ModelTurnScope scope(turn);
+    turn.wait_for_workers_turn();  // returns at once although the model "runs"
+  }
+  SUCCEED("no wait");
 }
 
 }  // namespace

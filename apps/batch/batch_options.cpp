@@ -16,7 +16,9 @@ void add_batch_run_options(CLI::App* cmd, BatchOptions& o) {
   cmd->add_option("--batch-size", o.batch_size, "images per model call")
       ->check(CLI::Range(1, kMaxBatchSize))
       ->capture_default_str();
-  cmd->add_option("--workers", o.workers, "decode/preprocess threads (0 or not given: min(4, cores - 1))")
+  cmd->add_option("--workers", o.workers,
+                  "decode/preprocess threads (0 or not given: min(4, cores - 1); on the CPU, when the model's "
+                  "threads already use every core, min(4, cores), decoding while the model waits for a batch)")
       ->check(CLI::Range(0, 256));
   cmd->add_option("--writers", o.writers,
                   "threads that encode and write a batch's outputs while the model runs the next batch; 0: the "

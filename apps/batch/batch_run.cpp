@@ -12,9 +12,11 @@
 #include <thread>
 #include <unordered_set>
 
+#include "batch/model_turn.h"
 #include "batch/work_queue.h"
 #include "cli_common.h"
 #include "groupvit/image/image_io.h"
+#include "groupvit/runtime/cpu_share.h"
 
 namespace groupvit_cli {
 
@@ -62,8 +64,10 @@ struct ToWrite {
 // -> `to_write` -> writers.
 class Pipeline {
  public:
-  Pipeline(size_t batch_size, size_t workers, bool ordered)
-      : workers_(workers),
+  // take_turns: the workers decode only while the model is not running (model_turn.h).
+  Pipeline(size_t batch_size, size_t workers, bool ordered, bool take_turns)
+      : turn_(take_turns),
+        workers_(workers),
         ordered_(ordered),
         pending_(batch_size * 2 + workers),
         ready_(batch_size * 2 + workers),
@@ -84,6 +88,7 @@ class Pipeline {
   // done or the pipeline stopped.
   std::optional<Prepared> next();
   bool has_writers() const { return !writers_.empty(); }
+  ModelTurn& turn() { return turn_; }
   // To the writers; false when they stopped (rethrow_fatal says why).
   bool hand_over(ToWrite w) { return to_write_.push(std::move(w)); }
   // The writers finish what is queued.
@@ -98,6 +103,7 @@ class Pipeline {
   }
   // Stops and joins every thread; may be called again.
   void stop() {
+    turn_.stop();
     pending_.abort();
     ready_.abort();
     to_write_.abort();
@@ -117,6 +123,7 @@ class Pipeline {
     ready_.abort();
   }
 
+  ModelTurn turn_;
   size_t workers_;
   bool ordered_;
   uint64_t next_seq_ = 0;
@@ -197,7 +204,10 @@ void Pipeline::start_workers(const groupvit::ImagePreprocessConfig& prep, bool k
   try {
     for (size_t w = 0; w < workers_; ++w)
       pool_.emplace_back([this, prep = &prep, keep_originals] {
-        while (auto item = pending_.pop()) {
+        for (;;) {
+          turn_.wait_for_workers_turn();
+          auto item = pending_.pop();
+          if (!item) break;
           auto p = prepare(std::move(*item), *prep);
           if (!keep_originals) p.original = groupvit::RgbImage();
           if (!ready_.push(std::move(p))) break;
@@ -268,6 +278,7 @@ void ModelLoop::run() {
     std::string error;
     try {
       adapt_threads();  // between batches: the neighbours' share of the cores since the last one
+      const ModelTurnScope model_turn(pipeline_.turn());
       results = job_.run(batch);
     } catch (const c10::Error& e) {
       error = e.what_without_backtrace();
@@ -365,9 +376,19 @@ Prepass check_inputs(const BatchSettings& s, const OutputDir* out, const std::un
   return pass;
 }
 
-size_t worker_count(const BatchSettings& s) {
-  return static_cast<size_t>(
-      s.workers > 0 ? s.workers : std::max(1, std::min(4, static_cast<int>(std::thread::hardware_concurrency()) - 1)));
+// Taking turns, the workers have every core while the model waits: as many as the cores (at most 4
+// unless asked); otherwise the cores the model leaves, at most 4.
+size_t worker_count(const BatchSettings& s, bool take_turns) {
+  if (s.workers > 0) return static_cast<size_t>(s.workers);
+  const int cpus = groupvit::usable_cpus();
+  return static_cast<size_t>(std::max(1, std::min(4, take_turns ? cpus : cpus - 1)));
+}
+
+// Whether the workers would share the cores with the model's intra-op threads (then they take
+// turns, model_turn.h): on the CPU, when the model's threads and the workers outnumber the cores.
+bool workers_take_turns(const BatchSettings& s, const BatchJob& job) {
+  if (job.on_cuda()) return false;  // the model's thread mostly waits for the GPU
+  return torch::get_num_threads() + static_cast<int>(worker_count(s, false)) > groupvit::usable_cpus();
 }
 
 // The summary and closing lines of a run that finished or was stopped by a signal.
@@ -476,7 +497,8 @@ BatchOutcome run_batch(const BatchSettings& s, const std::function<BatchJob&(con
   BatchJob* job = &make_job(out.get());
 
   install_stop_handlers();
-  const size_t workers = worker_count(s);
+  const bool take_turns = workers_take_turns(s, *job);
+  const size_t workers = worker_count(s, take_turns);
   // On the CPU the model's intra-op threads already use every core (and spin between operators),
   // so writer threads only compete with them; on a GPU the cores are otherwise idle.
   const size_t writers = static_cast<size_t>(s.writers >= 0   ? s.writers
@@ -485,7 +507,7 @@ BatchOutcome run_batch(const BatchSettings& s, const std::function<BatchJob&(con
   Progress progress(pass.counts.total, s.progress_interval, !s.quiet);
   RunLog log(results.get(), errors.get(), progress);
   // Last of the locals: its threads use everything above, and it joins them when destroyed.
-  Pipeline pipeline(static_cast<size_t>(s.batch_size), workers, s.ordered);
+  Pipeline pipeline(static_cast<size_t>(s.batch_size), workers, s.ordered, take_turns);
   pipeline.start_enumerator(pass.source, pass.wanted);
   pipeline.start_workers(job->preprocessing(), job->needs_originals());
   pipeline.start_writers(writers, *job, log);

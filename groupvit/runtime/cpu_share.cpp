@@ -7,6 +7,7 @@
 #include <cmath>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #if defined(__linux__)
 #include <sched.h>
@@ -84,6 +85,12 @@ double process_cpu_seconds() {
 }
 
 }  // namespace
+
+int usable_cpus() {
+  const auto cpus = affinity_cpus();
+  if (!cpus.empty()) return static_cast<int>(cpus.size());
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
 
 AdaptiveThreads::AdaptiveThreads(int max_threads)
     : cpus_(affinity_cpus()), max_threads_(max_threads > 0 ? max_threads : torch::get_num_threads()) {

@@ -26,6 +26,10 @@ int64_t busy_ticks(const std::string& proc_stat, const std::vector<int>& cpus);
 // cores: the cores left, rounded, between 1 and `max_threads`.
 int threads_for(double others, int cpus, int max_threads);
 
+// The CPUs this process may run on (its affinity mask; std::thread::hardware_concurrency where
+// that cannot be read), at least 1.
+int usable_cpus();
+
 class AdaptiveThreads {
  public:
   // max_threads: the most to use (0: the CPUs of the affinity mask). The measurement starts here.
