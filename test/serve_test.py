@@ -1017,6 +1017,13 @@ def schemathesis_command():
         return [st]
 
 
+def server_errors(har):
+    """(method, url, status, body) of every 5xx response in a schemathesis HAR report."""
+    entries = json.loads(har.read_text())["log"]["entries"] if har.exists() else []
+    return [(e["request"]["method"], e["request"]["url"], e["response"]["status"],
+             e["response"].get("content", {}).get("text", "")[:300]) for e in entries if e["response"]["status"] >= 500]
+
+
 def test_schemathesis():
     d = fresh("schemathesis")
     with Server(name="schemathesis") as srv:
@@ -1026,20 +1033,28 @@ def test_schemathesis():
                "--max-examples", os.environ.get("GROUPVIT_SCHEMATHESIS_EXAMPLES", "30"), "--seed", "1",
                "--phases", os.environ.get("GROUPVIT_SCHEMATHESIS_PHASES", "examples,coverage,fuzzing"), "--workers", "2", "--request-timeout", "60",
                "--suppress-health-check", "all", "--report", "har", "--report-har-path", str(har), "--no-color"]
-        t = time.time()
         env = dict(os.environ, SCHEMATHESIS_HOOKS="", NO_COLOR="1")
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=d, env=env)
-        except subprocess.TimeoutExpired as e:
-            raise AssertionError(f"schemathesis ran over 170s (GROUPVIT_SCHEMATHESIS_EXAMPLES, _PHASES make it "
-                                 f"shorter):\n{(e.stdout or b'')[-3000:]}") from None
-        took = time.time() - t
+        # Debian bookworm's Python 3.11.2 now and then raises "SystemError: AST constructor recursion
+        # depth mismatch" inside hypothesis while its worker threads generate cases (CPython gh-106905,
+        # fixed in 3.11.7 and 3.12.1): a crash of the tool, not a response of ours, so that run is made
+        # once more; server errors and failed checks are never retried.
+        for attempt in range(2):
+            t = time.time()
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=d, env=env)
+            except subprocess.TimeoutExpired as e:
+                raise AssertionError(f"schemathesis ran over 170s (GROUPVIT_SCHEMATHESIS_EXAMPLES, _PHASES make it "
+                                     f"shorter):\n{(e.stdout or b'')[-3000:]}") from None
+            took = time.time() - t
+            tool_crash = "AST constructor recursion depth mismatch" in p.stdout + p.stderr
+            if p.returncode == 0 or not tool_crash or attempt == 1 or server_errors(har):
+                break
+            print("  schemathesis crashed inside hypothesis (CPython gh-106905); running it again")
         print(p.stdout[-3000:])
         entries = json.loads(har.read_text())["log"]["entries"] if har.exists() else []
         statuses = Counter(e["response"]["status"] for e in entries)
         print(f"  {len(entries)} requests in {took:.0f}s: {dict(sorted(statuses.items()))}")
-        five = [(e["request"]["method"], e["request"]["url"], e["response"]["status"],
-                 e["response"].get("content", {}).get("text", "")[:300]) for e in entries if e["response"]["status"] >= 500]
+        five = server_errors(har)
         assert not five, f"{len(five)} server errors, e.g. {five[:5]}"
         assert p.returncode == 0, f"schemathesis exit {p.returncode}:\n{p.stdout[-6000:]}\n{p.stderr[-3000:]}"
         assert len(entries) >= 50 and statuses[200] >= 3, statuses
