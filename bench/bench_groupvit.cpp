@@ -300,7 +300,7 @@ int main(int argc, char** argv) {
       }
     };
     image_rows("fp32");
-    if (want("image_bf16_b32") || want("bf16_accuracy")) {
+    if (want("image_bf16_b32") || want("image_bf16_b1") || want("bf16_accuracy")) {
       // Without native bf16 matrix units LibTorch falls back to a scalar kernel (seen: under
       // 1 GFLOP/s on an AVX2-only CPU); a full batch-32 row would then take many minutes, so
       // such machines get one small timed pass and the accuracy check on 16 images (~10 s there;
@@ -327,6 +327,14 @@ int main(int argc, char** argv) {
                            {"bf16_gflops", check.bf16_gflops},
                            {"threads", check.threads}};
         results["image_bf16_b32"] = r;
+      }
+      // Batch 1 only where bf16 is what --dtype auto runs: elsewhere the scalar fallback says nothing new.
+      if (want("image_bf16_b1") && native) {
+        auto timed = torch::randn({1, 3, 224, 224}, opts).to(torch::kBFloat16);
+        auto r = time_it([&] { model.model()->get_image_features(timed); }, warmup, reps, cuda);
+        r["images_per_s"] = 1.0 / r["median_s"].get<double>();
+        r["native_bf16"] = true;
+        results["image_bf16_b1"] = r;
       }
       auto bf16_embeds = model.model()->get_image_features(px16).to(torch::kFloat);
       auto bf16_assign = model.model()->vision_model(px16, false, true).attentions;
@@ -449,10 +457,25 @@ int main(int argc, char** argv) {
                          {"rows", c.key.rows},
                          {"threads", c.key.threads},
                          {"fused_gelu", c.key.fused_gelu},
+                         {"bf16", c.key.bf16},
                          {"mkl_s", c.mkl_s},
                          {"onednn_s", c.onednn_s},
                          {"kernel", c.onednn ? "onednn" : "mkl"}});
     out["linear_kernel_choices"] = kernels;
+    // The same for attention (bf16/fp16 shapes; float32 always runs the fused kernel).
+    json attention = json::array();
+    for (const auto& c : groupvit::attention_kernel_choices())
+      attention.push_back({{"batch_heads", c.key.batch_heads},
+                           {"queries", c.key.queries},
+                           {"keys", c.key.keys},
+                           {"head_dim", c.key.head_dim},
+                           {"threads", c.key.threads},
+                           {"dtype", c10::toString(static_cast<c10::ScalarType>(c.key.dtype))},
+                           {"masked", c.key.masked},
+                           {"fused_s", c.fused_s},
+                           {"matmuls_s", c.matmuls_s},
+                           {"kernel", c.matmuls ? "matmuls" : "fused"}});
+    out["attention_kernel_choices"] = attention;
   } catch (const std::exception& e) {
     std::cerr << "bench_groupvit: error: " << e.what() << "\n";
     return 1;

@@ -212,7 +212,8 @@ def main():
         order = engines[r % len(engines):] + engines[:r % len(engines)]
         got = {}
         for engine in order:
-            engine_rows = sorted({engine_row(engine, x, bf16) for x in rows}) if engine.startswith("ours") else (
+            engine_rows = sorted({engine_row(engine, x, bf16) for x in rows + ["image_default_b1"]}) if engine.startswith(
+                "ours") else (
                 peer_rows if engine.startswith("openvino") else rows)
             t = time.time()
             out, rss, wall = run(engine_cmd(engine, a, engine_rows), env)
@@ -250,7 +251,8 @@ def main():
         table[row] = {}
         for engine in engines:
             times, ratios, info = [], [], {}
-            name = engine_row(engine, row, bf16)
+            # Ours in its default precision is the precision it would pick (fp32 without native bf16).
+            name = our_row(row, native) if engine == "ours" else engine_row(engine, row, bf16)
             for rd in rounds:
                 mine = comparable(rd[engine], name)
                 ours = comparable(rd["ours"], our_row(row, native)) if "ours" in rd else None

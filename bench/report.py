@@ -156,13 +156,21 @@ def main():
     if g16:
         lines.append(f"- bf16 matrix multiply (1024³): {g16:.1f} GFLOP/s")
     b16 = cpp["rows"].get("image_bf16_b32")
+    flops = cpp.get("image_flops_per_image")
     acc = cpp["rows"].get("bf16_accuracy")
     if b16 and "image_fp32_b32" in cpp["rows"]:
         fp32_rate = cpp["rows"]["image_fp32_b32"]["images_per_s"]
         lines.append(f"- image features in bf16 (batch {b16['batch']}): {b16['images_per_s']:.2f} images/s = "
                      f"{b16['images_per_s'] / fp32_rate:.2f}× our fp32 batch-32 rate"
+                     + (f", {b16['images_per_s'] * flops / 1e9:.1f} GFLOP/s = "
+                        f"{b16['images_per_s'] * flops / 1e9 / g16:.0%} of the measured bf16 matrix-multiply rate"
+                        if b16.get("native_bf16") and g16 and flops else "")
                      + ("" if b16.get("native_bf16") else " (no native bf16 matrix multiply on this CPU: "
                         "LibTorch's fallback kernel; one timed pass)"))
+    b16_1 = cpp["rows"].get("image_bf16_b1")
+    if b16_1 and "image_fp32_b1" in cpp["rows"]:
+        lines.append(f"- image features in bf16 (batch 1): {b16_1['median_s'] * 1e3:.1f} ms = "
+                     f"{cpp['rows']['image_fp32_b1']['median_s'] / b16_1['median_s']:.2f}× faster than our fp32 batch 1")
     if acc:
         lines.append(f"- bf16 against fp32 ({acc['images']} random-noise images): image embeddings min cosine "
                      f"{acc['min_cosine']:.5f}, hard assignment agreement {acc['assignment_agreement']:.2%} "
