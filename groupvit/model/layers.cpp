@@ -41,13 +41,43 @@ const c10::OperatorHandle* onednn_linear_op() {
   return op ? &*op : nullptr;
 }
 
+}  // namespace
+
+// Whether this LibTorch's oneDNN runs bf16 inner products on this CPU at all: it refuses them
+// (c10::Error "bf16 path needs the cpu support avx_ne_convert or avx512bw, avx512vl and avx512dq")
+// on AVX2-only CPUs such as the older EPYCs here. Asked once, by running the two ops on a tiny layer,
+// so that the answer is the library's own and not a guess from the CPU flags.
+bool onednn_runs_bf16() {
+  static const bool runs = [] {
+    static const std::optional<c10::OperatorHandle> reorder =
+        c10::Dispatcher::singleton().findOp(c10::OperatorName("mkldnn::_reorder_linear_weight", ""));
+    if (onednn_linear_op() == nullptr || !reorder) return false;
+    try {
+      torch::NoGradGuard no_grad;
+      const auto opts = torch::TensorOptions().dtype(torch::kBFloat16);
+      torch::jit::Stack prepack{torch::ones({16, 16}, opts), c10::IValue(int64_t{4})};
+      reorder->callBoxed(&prepack);
+      torch::jit::Stack run{torch::ones({4, 16}, opts), prepack.back(), c10::IValue(), std::string("none"),
+                            c10::List<std::optional<c10::Scalar>>(), std::string("")};
+      onednn_linear_op()->callBoxed(&run);
+      return run.back().toTensor().defined();
+    } catch (const c10::Error&) {
+      return false;
+    }
+  }();
+  return runs;
+}
+
+namespace {
+
 bool onednn_can_run(const LinearImpl& layer, const torch::Tensor& x) {
-  // float32, and bf16 (oneDNN's avx512_core_bf16 / AMX kernels where the CPU has them; where it has
-  // not, the measurement below keeps MKL's).
+  // float32, and bf16 where this CPU's oneDNN runs it (avx512_core_bf16 / AMX kernels, or emulated
+  // on AVX-512; where it is slower than MKL's, the measurement below keeps MKL's).
   const auto dtype = x.scalar_type();
   if (layer.is_int8() || x.dim() < 2 || !x.device().is_cpu() || (dtype != torch::kFloat && dtype != torch::kBFloat16) ||
       layer.weight.scalar_type() != dtype || x.size(-1) == 0 || x.numel() == 0)
     return false;
+  if (dtype == torch::kBFloat16 && !onednn_runs_bf16()) return false;
   // The op has no derivative: training and anything else that records a graph stays on at::linear.
   if (torch::GradMode::is_enabled() && (x.requires_grad() || layer.weight.requires_grad())) return false;
   return onednn_linear_op() != nullptr;
@@ -136,6 +166,11 @@ bool use_onednn(const LinearImpl& layer, const torch::Tensor& x, const std::stri
   const int64_t min_rows = onednn_min_rows();
   if (min_rows == -1 || !onednn_can_run(layer, x)) return false;
   if (min_rows != kMeasured) return rows_of(x) >= min_rows;
+  // float32: MKL's GEMM (nn.Linear's own), never a timing. A per-process timing picks either kernel
+  // for the same shape where the two are close (on the 2-core AVX2 EPYC they are, and they flipped
+  // between processes), and the two round differently: float32 users expect the same rows from the
+  // same inputs in every run (cli.embed, the server against the CLI, a resumed batch job).
+  if (x.scalar_type() == torch::kFloat) return false;
   return measured_onednn(layer, x, gelu_algorithm, act);
 }
 

@@ -83,11 +83,16 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
 TORCH_MODULE(Linear);
 
 // A Linear layer applied like Python's nn.Linear (at::linear: MKL's GEMM with the bias fused), or,
-// on the CPU in float32 or bf16 without autograd, on oneDNN's inner product where that is faster on this
-// CPU: measured on first use of each shape, row count class and thread count (linear_kernel_choices).
+// on the CPU in bf16 without autograd, on oneDNN's inner product where this CPU's oneDNN runs bf16 and
+// is faster: measured on first use of each shape, row count class and thread count
+// (linear_kernel_choices). float32 stays on MKL's GEMM, so that its runs repeat bit for bit.
 // GROUPVIT_ONEDNN_MIN_ROWS=N instead takes oneDNN for inputs of N rows or more ("off": never), for
 // tests that force one path. A quantized layer runs quantized::linear_dynamic (float32 in and out).
 torch::Tensor linear(const Linear& layer, const torch::Tensor& x);
+
+// Whether this process's oneDNN runs bf16 inner products on this CPU (asked once, by running them on
+// a tiny layer); where it does not (AVX2-only CPUs), bf16 linear() stays on MKL's GEMM.
+bool onednn_runs_bf16();
 
 // One measured choice of linear(): both kernels timed (the faster of two runs each) on the input's
 // first rows (at most 1024).
