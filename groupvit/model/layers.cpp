@@ -57,8 +57,12 @@ bool onednn_runs_bf16() {
       const auto opts = torch::TensorOptions().dtype(torch::kBFloat16);
       torch::jit::Stack prepack{torch::ones({16, 16}, opts), c10::IValue(int64_t{4})};
       reorder->callBoxed(&prepack);
-      torch::jit::Stack run{torch::ones({4, 16}, opts), prepack.back(), c10::IValue(), std::string("none"),
-                            c10::List<std::optional<c10::Scalar>>(), std::string("")};
+      torch::jit::Stack run{torch::ones({4, 16}, opts),
+                            prepack.back(),
+                            c10::IValue(),
+                            std::string("none"),
+                            c10::List<std::optional<c10::Scalar>>(),
+                            std::string("")};
       onednn_linear_op()->callBoxed(&run);
       return run.back().toTensor().defined();
     } catch (const c10::Error&) {
