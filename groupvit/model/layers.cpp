@@ -41,39 +41,6 @@ const c10::OperatorHandle* onednn_linear_op() {
   return op ? &*op : nullptr;
 }
 
-}  // namespace
-
-// Whether this LibTorch's oneDNN runs bf16 inner products on this CPU at all: it refuses them
-// (c10::Error "bf16 path needs the cpu support avx_ne_convert or avx512bw, avx512vl and avx512dq")
-// on AVX2-only CPUs such as the older EPYCs here. Asked once, by running the two ops on a tiny layer,
-// so that the answer is the library's own and not a guess from the CPU flags.
-bool onednn_runs_bf16() {
-  static const bool runs = [] {
-    static const std::optional<c10::OperatorHandle> reorder =
-        c10::Dispatcher::singleton().findOp(c10::OperatorName("mkldnn::_reorder_linear_weight", ""));
-    if (onednn_linear_op() == nullptr || !reorder) return false;
-    try {
-      torch::NoGradGuard no_grad;
-      const auto opts = torch::TensorOptions().dtype(torch::kBFloat16);
-      torch::jit::Stack prepack{torch::ones({16, 16}, opts), c10::IValue(int64_t{4})};
-      reorder->callBoxed(&prepack);
-      torch::jit::Stack run{torch::ones({4, 16}, opts),
-                            prepack.back(),
-                            c10::IValue(),
-                            std::string("none"),
-                            c10::List<std::optional<c10::Scalar>>(),
-                            std::string("")};
-      onednn_linear_op()->callBoxed(&run);
-      return run.back().toTensor().defined();
-    } catch (const c10::Error&) {
-      return false;
-    }
-  }();
-  return runs;
-}
-
-namespace {
-
 bool onednn_can_run(const LinearImpl& layer, const torch::Tensor& x) {
   // float32, and bf16 where this CPU's oneDNN runs it (avx512_core_bf16 / AMX kernels, or emulated
   // on AVX-512; where it is slower than MKL's, the measurement below keeps MKL's).
@@ -102,11 +69,35 @@ torch::Tensor onednn_linear(const LinearImpl& layer, const torch::Tensor& x, con
   return stack.back().toTensor();
 }
 
+}  // namespace
+
+// Whether this LibTorch's oneDNN runs bf16 inner products on this CPU at all: it refuses them
+// (c10::Error "bf16 path needs the cpu support avx_ne_convert or avx512bw, avx512vl and avx512dq")
+// on AVX2-only CPUs such as the older EPYCs here. Asked once, by running the oneDNN path on a tiny
+// layer, so that the answer is the library's own and not a guess from the CPU flags.
+bool onednn_runs_bf16() {
+  static const bool runs = [] {
+    if (onednn_linear_op() == nullptr) return false;
+    try {
+      torch::NoGradGuard no_grad;
+      LinearImpl tiny(16, 16);
+      tiny.reset_parameters();
+      tiny.to(torch::kBFloat16);
+      return onednn_linear(tiny, torch::ones({4, 16}, torch::kBFloat16), "none", "").defined();
+    } catch (const c10::Error&) {
+      return false;
+    }
+  }();
+  return runs;
+}
+
+namespace {
+
 // The measured choice between MKL's GEMM (at::linear) and oneDNN's inner product, per layer shape,
 // rows (rounded up to a power of two; every count from kMeasureRows on is one class), thread count
-// and fused GELU. Which is faster depends on the CPU (its vector units, caches, AMX), the shape and
-// the threads: on the 2-core AVX2 EPYC oneDNN won from about 1024 rows, and at the batch-1 fc1
-// shape in isolation too (docs/design-notes.md), so no fixed threshold holds across machines.
+// and fused GELU; bf16 only (use_onednn keeps float32 on MKL). Which is faster depends on the CPU (its
+// vector units, caches, AMX), the shape and the threads (docs/design-notes.md), so no fixed threshold
+// holds across machines.
 constexpr int64_t kMeasureRows = 1024;  // larger inputs: measured on their first kMeasureRows rows
 
 // The measured choices of one kind (linear's, attention's), made once per key in this process.
